@@ -1,0 +1,139 @@
+"""Shared types and argument checks used by every estimator."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+PyTree = Any
+Array = jax.Array
+
+
+class GradEstimate(NamedTuple):
+  """A Monte Carlo gradient estimate.
+
+  Attributes:
+    grad: the estimate of the gradient, a pytree with the structure of ``params``.
+    per_sample: the per-sample gradient estimates, the same pytree with a leading
+      ``num_samples`` axis on every leaf (``grad`` is their mean), or ``None`` when
+      the estimator was called with ``return_per_sample=False``.
+    values: the cost at each sample, shape ``(num_samples,)`` (the Monte Carlo
+      estimate of the objective is its mean).
+  """
+
+  grad: PyTree
+  per_sample: PyTree | None
+  values: Array
+
+  def variance(self) -> PyTree:
+    """Per-coordinate variance of a single-sample estimate (``ddof=1``).
+
+    The variance of ``grad`` itself is this divided by ``num_samples`` for estimators
+    whose per-sample terms are independent.
+    """
+    if self.per_sample is None:
+      raise ValueError(
+          "variance() needs per-sample gradients: call the estimator with "
+          "return_per_sample=True."
+      )
+    return jax.tree.map(lambda g: jnp.var(g, axis=0, ddof=1), self.per_sample)
+
+
+def check_num_samples(num_samples: Any, minimum: int = 1, why: str = "") -> int:
+  """Validates a static sample count and returns it as a Python int."""
+  try:
+    n = operator.index(num_samples)
+  except TypeError:
+    raise TypeError(
+        f"num_samples must be a Python int (a static value), got {type(num_samples).__name__}; "
+        "pass it as a static argument under jax.jit (static_argnums / functools.partial)."
+    ) from None
+  if n < minimum:
+    extra = f" ({why})" if why else ""
+    raise ValueError(f"num_samples must be >= {minimum}{extra}, got {n}.")
+  return n
+
+
+def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
+  try:
+    n = operator.index(value)
+  except TypeError:
+    raise TypeError(f"{name} must be a Python int, got {type(value).__name__}.") from None
+  if n < minimum:
+    raise ValueError(f"{name} must be >= {minimum}, got {n}.")
+  return n
+
+
+def check_scalar_output(f: Callable[..., Any], *args: Any, name: str = "f") -> None:
+  """Raises at trace time if ``f(*args)`` is not a real scalar."""
+  out = jax.eval_shape(f, *args)
+  leaves = jax.tree.leaves(out)
+  if len(leaves) != 1 or leaves[0].shape != ():
+    shapes = [getattr(leaf, "shape", None) for leaf in leaves]
+    raise ValueError(
+        f"{name} must map one sample to a scalar, but it returned shapes {shapes}. "
+        f"If {name} returns one value per coordinate, reduce it (e.g. sum) inside {name}; "
+        "gradest vmaps over samples itself."
+    )
+  if not jnp.issubdtype(leaves[0].dtype, jnp.floating):
+    raise TypeError(f"{name} must return a floating-point scalar, got dtype {leaves[0].dtype}.")
+
+
+def check_key(key: Any) -> None:
+  if not isinstance(key, jax.Array | jax.core.Tracer) and not hasattr(key, "dtype"):
+    raise TypeError(
+        f"key must be a JAX PRNG key (jax.random.key(0) or jax.random.PRNGKey(0)), "
+        f"got {type(key).__name__}."
+    )
+  if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+    if key.shape != ():
+      raise ValueError(f"key must be a single PRNG key, got a key array of shape {key.shape}.")
+  elif key.shape != (2,) or key.dtype != jnp.uint32:
+    raise ValueError(
+        "key must be a single PRNG key (jax.random.key(0) or jax.random.PRNGKey(0)), "
+        f"got an array of shape {key.shape} and dtype {key.dtype}."
+    )
+
+
+def tree_mean(tree: PyTree, axis: int = 0) -> PyTree:
+  return jax.tree.map(lambda x: jnp.mean(x, axis=axis), tree)
+
+
+def tree_scale_per_sample(weights: Array, tree: PyTree) -> PyTree:
+  """Multiplies each leaf's leading axis by ``weights`` (shape ``(n,)``)."""
+
+  def scale(x):
+    return x * weights.reshape((-1,) + (1,) * (x.ndim - 1)).astype(x.dtype)
+
+  return jax.tree.map(scale, tree)
+
+
+def constrain_samples(tree: PyTree, sharding: Any) -> PyTree:
+  """Applies a sharding constraint along the leading (sample) axis, if one is given."""
+  if sharding is None:
+    return tree
+  return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, sharding), tree)
+
+
+def sample_keys(key: Array, num_samples: int, sharding: Any = None) -> Array:
+  """The per-sample keys ``jax.random.split(key, num_samples)``, laid out by ``sharding``."""
+  return constrain_samples(jax.random.split(key, num_samples), sharding)
+
+
+def draw_samples(dist: Any, key: Array, num_samples: int, sharding: Any = None):
+  """Draws ``num_samples`` samples, one per key of ``jax.random.split(key, num_samples)``.
+
+  Every estimator draws its samples this way, so the same ``key`` gives the same
+  samples to all of them (common random numbers when comparing estimators), and a
+  per-sample key is what the pathwise estimator differentiates through.
+
+  Returns:
+    ``(keys, samples)``, both with a leading ``num_samples`` axis.
+  """
+  keys = sample_keys(key, num_samples, sharding)
+  samples = jax.vmap(lambda k: dist.sample(k))(keys)
+  return keys, constrain_samples(samples, sharding)
