@@ -43,8 +43,8 @@ def assert_unbiased(per_sample, expected, *, false_failure: float = FALSE_FAILUR
     tol = z * se + floor * (1.0 + np.abs(t))
     err = np.abs(mean - t)
     assert np.all(err <= tol), (
-        f"biased beyond {z:.2f} standard errors: mean={mean}, expected={t}, "
-        f"standard error={se}, |error|/se={err / np.maximum(se, 1e-30)}"
+      f"biased beyond {z:.2f} standard errors: mean={mean}, expected={t}, "
+      f"standard error={se}, |error|/se={err / np.maximum(se, 1e-30)}"
     )
 
 
@@ -65,7 +65,7 @@ def assert_variance(per_sample, expected_variance, *, false_failure: float = FAL
     se = np.sqrt(np.maximum(m4 - var**2, 0.0) / n)
     err = np.abs(var - t)
     assert np.all(err <= z * se + 1e-6 * (1 + np.abs(t))), (
-        f"variance {var} differs from {t} by more than {z:.2f} standard errors ({se})"
+      f"variance {var} differs from {t} by more than {z:.2f} standard errors ({se})"
     )
 
 
@@ -85,6 +85,6 @@ def assert_smaller_variance(per_sample_a, per_sample_b, *, false_failure=FALSE_F
     gap = diff.mean(0)
     se = diff.std(0, ddof=1) / math.sqrt(n)
     assert np.all(gap > z * se), (
-        f"variance ordering not significant: var_a={a.var(0)}, var_b={b.var(0)}, "
-        f"gap/se={gap / np.maximum(se, 1e-30)} (needs > {z:.2f})"
+      f"variance ordering not significant: var_a={a.var(0)}, var_b={b.var(0)}, "
+      f"gap/se={gap / np.maximum(se, 1e-30)} (needs > {z:.2f})"
     )

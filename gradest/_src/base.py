@@ -37,8 +37,7 @@ class GradEstimate(NamedTuple):
     """
     if self.per_sample is None:
       raise ValueError(
-          "variance() needs per-sample gradients: call the estimator with "
-          "return_per_sample=True."
+        "variance() needs per-sample gradients: call the estimator with return_per_sample=True."
       )
     return jax.tree.map(lambda g: jnp.var(g, axis=0, ddof=1), self.per_sample)
 
@@ -49,8 +48,8 @@ def check_num_samples(num_samples: Any, minimum: int = 1, why: str = "") -> int:
     n = operator.index(num_samples)
   except TypeError:
     raise TypeError(
-        f"num_samples must be a Python int (a static value), got {type(num_samples).__name__}; "
-        "pass it as a static argument under jax.jit (static_argnums / functools.partial)."
+      f"num_samples must be a Python int (a static value), got {type(num_samples).__name__}; "
+      "pass it as a static argument under jax.jit (static_argnums / functools.partial)."
     ) from None
   if n < minimum:
     extra = f" ({why})" if why else ""
@@ -75,9 +74,9 @@ def check_scalar_output(f: Callable[..., Any], *args: Any, name: str = "f") -> N
   if len(leaves) != 1 or leaves[0].shape != ():
     shapes = [getattr(leaf, "shape", None) for leaf in leaves]
     raise ValueError(
-        f"{name} must map one sample to a scalar, but it returned shapes {shapes}. "
-        f"If {name} returns one value per coordinate, reduce it (e.g. sum) inside {name}; "
-        "gradest vmaps over samples itself."
+      f"{name} must map one sample to a scalar, but it returned shapes {shapes}. "
+      f"If {name} returns one value per coordinate, reduce it (e.g. sum) inside {name}; "
+      "gradest vmaps over samples itself."
     )
   if not jnp.issubdtype(leaves[0].dtype, jnp.floating):
     raise TypeError(f"{name} must return a floating-point scalar, got dtype {leaves[0].dtype}.")
@@ -86,16 +85,16 @@ def check_scalar_output(f: Callable[..., Any], *args: Any, name: str = "f") -> N
 def check_key(key: Any) -> None:
   if not isinstance(key, jax.Array | jax.core.Tracer) and not hasattr(key, "dtype"):
     raise TypeError(
-        f"key must be a JAX PRNG key (jax.random.key(0) or jax.random.PRNGKey(0)), "
-        f"got {type(key).__name__}."
+      f"key must be a JAX PRNG key (jax.random.key(0) or jax.random.PRNGKey(0)), "
+      f"got {type(key).__name__}."
     )
   if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
     if key.shape != ():
       raise ValueError(f"key must be a single PRNG key, got a key array of shape {key.shape}.")
   elif key.shape != (2,) or key.dtype != jnp.uint32:
     raise ValueError(
-        "key must be a single PRNG key (jax.random.key(0) or jax.random.PRNGKey(0)), "
-        f"got an array of shape {key.shape} and dtype {key.dtype}."
+      "key must be a single PRNG key (jax.random.key(0) or jax.random.PRNGKey(0)), "
+      f"got an array of shape {key.shape} and dtype {key.dtype}."
     )
 
 

@@ -101,8 +101,8 @@ def delta_method(f: Callable[[Array], Array]) -> ControlVariate:
   def _check(dist):
     if not isinstance(dist, Normal):
       raise TypeError(
-          "delta_method is a control variate for Gaussian distributions "
-          f"(gradest.distributions.Normal), got {type(dist).__name__}."
+        "delta_method is a control variate for Gaussian distributions "
+        f"(gradest.distributions.Normal), got {type(dist).__name__}."
       )
 
   def value(dist, x):
@@ -120,8 +120,11 @@ def delta_method(f: Callable[[Array], Array]) -> ControlVariate:
     dmu = dist.loc - mu0
     hdmu = jax.jvp(jax.grad(f), (mu0,), (dmu,))[1]
     hdiag = hessian_diagonal(f, mu0)
-    return f0 + jnp.vdot(g0, dmu) + 0.5 * jnp.vdot(dmu, hdmu) + 0.5 * jnp.sum(
-        hdiag * jnp.square(dist.scale)
+    return (
+      f0
+      + jnp.vdot(g0, dmu)
+      + 0.5 * jnp.vdot(dmu, hdmu)
+      + 0.5 * jnp.sum(hdiag * jnp.square(dist.scale))
     )
 
   return ControlVariate(value, expected_value)
@@ -151,16 +154,17 @@ def combine(per_sample_f: PyTree, per_sample_h: PyTree, grad_mean_h: PyTree, coe
   if jax.tree.structure(coefficient) != jax.tree.structure(grad_mean_h):
     coefficient = jax.tree.map(lambda _: coefficient, grad_mean_h)
   return jax.tree.map(
-      lambda gf, gh, gm, c: gf - c * (gh - gm), per_sample_f, per_sample_h, grad_mean_h,
-      coefficient,
+    lambda gf, gh, gm, c: gf - c * (gh - gm),
+    per_sample_f,
+    per_sample_h,
+    grad_mean_h,
+    coefficient,
   )
 
 
 def check_coefficient(cv_coefficient: Any) -> None:
   if isinstance(cv_coefficient, str) and cv_coefficient != "optimal":
-    raise ValueError(
-        f"cv_coefficient must be a number or 'optimal', got {cv_coefficient!r}."
-    )
+    raise ValueError(f"cv_coefficient must be a number or 'optimal', got {cv_coefficient!r}.")
 
 
 # --------------------------------------------------------------------------------------

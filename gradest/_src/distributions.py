@@ -183,7 +183,7 @@ class Categorical(Distribution):
     logits = _as_float(self.logits)
     if logits.ndim < 1:
       raise ValueError(
-          "Categorical logits must have at least one axis (the classes), got a scalar."
+        "Categorical logits must have at least one axis (the classes), got a scalar."
       )
     object.__setattr__(self, "logits", logits)
 
@@ -273,8 +273,8 @@ def kl_divergence(p: Distribution, q: Distribution) -> Array:
   """
   if type(p) is not type(q):
     raise TypeError(
-        f"kl_divergence needs two distributions of the same family, got "
-        f"{type(p).__name__} and {type(q).__name__}."
+      f"kl_divergence needs two distributions of the same family, got "
+      f"{type(p).__name__} and {type(q).__name__}."
     )
   if isinstance(p, Normal):
     ratio = jnp.square(p.scale / q.scale)
@@ -283,7 +283,7 @@ def kl_divergence(p: Distribution, q: Distribution) -> Array:
   if isinstance(p, Bernoulli):
     pp = jax.nn.sigmoid(p.logits)
     kl = pp * (jax.nn.log_sigmoid(p.logits) - jax.nn.log_sigmoid(q.logits)) + (1 - pp) * (
-        jax.nn.log_sigmoid(-p.logits) - jax.nn.log_sigmoid(-q.logits)
+      jax.nn.log_sigmoid(-p.logits) - jax.nn.log_sigmoid(-q.logits)
     )
     return jnp.sum(kl)
   if isinstance(p, Categorical):
@@ -293,11 +293,11 @@ def kl_divergence(p: Distribution, q: Distribution) -> Array:
   if isinstance(p, Gamma):
     a1, b1, a2, b2 = p.concentration, p.rate, q.concentration, q.rate
     kl = (
-        (a1 - a2) * digamma(a1)
-        - gammaln(a1)
-        + gammaln(a2)
-        + a2 * (jnp.log(b1) - jnp.log(b2))
-        + a1 * (b2 - b1) / b1
+      (a1 - a2) * digamma(a1)
+      - gammaln(a1)
+      + gammaln(a2)
+      + a2 * (jnp.log(b1) - jnp.log(b2))
+      + a1 * (b2 - b1) / b1
     )
     return jnp.sum(kl)
   raise TypeError(f"kl_divergence has no closed form for {type(p).__name__}.")
@@ -357,9 +357,9 @@ def as_distribution(dist: Any, name: str = "dist_fn(params)") -> Distribution:
     return dist
   if not (callable(getattr(dist, "sample", None)) and callable(getattr(dist, "log_prob", None))):
     raise TypeError(
-        f"{name} must return a distribution with sample(key, sample_shape) and log_prob(x) "
-        f"methods (a gradest.distributions family, or a distrax / numpyro distribution), "
-        f"got {type(dist).__name__}."
+      f"{name} must return a distribution with sample(key, sample_shape) and log_prob(x) "
+      f"methods (a gradest.distributions family, or a distrax / numpyro distribution), "
+      f"got {type(dist).__name__}."
     )
   root, cls = _module_root(dist), type(dist).__name__
   if cls == "MultiNormalDiagFromLogScale":  # optax <= 0.2.6 utils.multi_normal
@@ -375,16 +375,16 @@ def as_distribution(dist: Any, name: str = "dist_fn(params)") -> Distribution:
     if cls == "Normal":
       return Normal(dist.loc, dist.scale)
     return _ForeignDistribution(
-        dist, seed_keyword=False, reparameterized=bool(getattr(dist, "has_rsample", False))
+      dist, seed_keyword=False, reparameterized=bool(getattr(dist, "has_rsample", False))
     )
   if root in ("tensorflow_probability", "tfp"):
     return _ForeignDistribution(
-        dist,
-        seed_keyword=True,
-        reparameterized=str(getattr(dist, "reparameterization_type", "")).endswith(
-            "FULLY_REPARAMETERIZED"
-        ),
+      dist,
+      seed_keyword=True,
+      reparameterized=str(getattr(dist, "reparameterization_type", "")).endswith(
+        "FULLY_REPARAMETERIZED"
+      ),
     )
   return _ForeignDistribution(
-      dist, seed_keyword=False, reparameterized=bool(getattr(dist, "reparameterized", True))
+    dist, seed_keyword=False, reparameterized=bool(getattr(dist, "reparameterized", True))
   )

@@ -10,14 +10,14 @@ import jax
 import jax.numpy as jnp
 
 from gradest._src.base import (
-    Array,
-    GradEstimate,
-    PyTree,
-    check_key,
-    check_num_samples,
-    check_positive_int,
-    check_scalar_output,
-    draw_samples,
+  Array,
+  GradEstimate,
+  PyTree,
+  check_key,
+  check_num_samples,
+  check_positive_int,
+  check_scalar_output,
+  draw_samples,
 )
 from gradest._src.distributions import Normal, as_distribution
 
@@ -37,23 +37,25 @@ def _replacements(key: Array, loc: Array, scale: Array, coupling: bool) -> Array
   w_neg = w_pos if coupling else jax.random.rayleigh(k_neg, 1.0, shape, dtype)
   m = jax.random.double_sided_maxwell(k_max, 0.0, 1.0, shape, dtype)
   # U * M with U ~ Uniform(0, 1) is exactly N(0, 1): the coupled negative part.
-  z = jax.random.uniform(k_gauss, shape, dtype) * m if coupling else jax.random.normal(
-      k_gauss, shape, dtype
+  z = (
+    jax.random.uniform(k_gauss, shape, dtype) * m
+    if coupling
+    else jax.random.normal(k_gauss, shape, dtype)
   )
   return jnp.stack([loc + scale * w_pos, loc - scale * w_neg, loc + scale * m, loc + scale * z])
 
 
 def measure_valued_grad(
-    f: Callable[[Array], Array],
-    dist_fn: Callable[[PyTree], Any],
-    params: PyTree,
-    key: Array,
-    num_samples: int,
-    *,
-    coupling: bool = True,
-    return_per_sample: bool = True,
-    coordinate_chunk_size: int | None = None,
-    sample_sharding: Any = None,
+  f: Callable[[Array], Array],
+  dist_fn: Callable[[PyTree], Any],
+  params: PyTree,
+  key: Array,
+  num_samples: int,
+  *,
+  coupling: bool = True,
+  return_per_sample: bool = True,
+  coordinate_chunk_size: int | None = None,
+  sample_sharding: Any = None,
 ) -> GradEstimate:
   r"""Measure-valued estimate of :math:`\nabla_\theta \mathbb E_{\mathcal N(\mu, \sigma^2)}[f]`.
 
@@ -118,9 +120,9 @@ def measure_valued_grad(
   dist = as_distribution(dist_fn(params))
   if not isinstance(dist, Normal):
     raise TypeError(
-        "measure_valued_grad is implemented for Gaussian distributions (gradest Normal, "
-        f"distrax/numpyro Normal), got {type(dist).__name__}; use score_function_grad or "
-        "pathwise_grad for other families."
+      "measure_valued_grad is implemented for Gaussian distributions (gradest Normal, "
+      f"distrax/numpyro Normal), got {type(dist).__name__}; use score_function_grad or "
+      "pathwise_grad for other families."
     )
   check_scalar_output(f, jax.eval_shape(dist.sample, key))
   event_shape = dist.event_shape

@@ -10,41 +10,39 @@ import jax.numpy as jnp
 
 from gradest._src import control_variates as cvs
 from gradest._src.base import (
-    Array,
-    GradEstimate,
-    PyTree,
-    check_key,
-    check_num_samples,
-    check_scalar_output,
-    sample_keys,
-    tree_mean,
+  Array,
+  GradEstimate,
+  PyTree,
+  check_key,
+  check_num_samples,
+  check_scalar_output,
+  sample_keys,
+  tree_mean,
 )
 from gradest._src.distributions import as_distribution
 
 
 def check_reparameterized(dist: Any, key: Array, name: str = "pathwise_grad") -> None:
   sample = jax.eval_shape(dist.sample, key)
-  if not getattr(dist, "reparameterized", False) or not jnp.issubdtype(
-      sample.dtype, jnp.floating
-  ):
+  if not getattr(dist, "reparameterized", False) or not jnp.issubdtype(sample.dtype, jnp.floating):
     raise TypeError(
-        f"{name} needs a reparameterized distribution (samples differentiable in the "
-        f"parameters, e.g. Normal or Gamma), got {type(dist).__name__}; use "
-        "score_function_grad for it, or a relaxation for discrete variables."
+      f"{name} needs a reparameterized distribution (samples differentiable in the "
+      f"parameters, e.g. Normal or Gamma), got {type(dist).__name__}; use "
+      "score_function_grad for it, or a relaxation for discrete variables."
     )
 
 
 def pathwise_grad(
-    f: Callable[[Array], Array],
-    dist_fn: Callable[[PyTree], Any],
-    params: PyTree,
-    key: Array,
-    num_samples: int,
-    *,
-    control_variate: cvs.ControlVariate | None = None,
-    cv_coefficient: float | str = 1.0,
-    return_per_sample: bool = True,
-    sample_sharding: Any = None,
+  f: Callable[[Array], Array],
+  dist_fn: Callable[[PyTree], Any],
+  params: PyTree,
+  key: Array,
+  num_samples: int,
+  *,
+  control_variate: cvs.ControlVariate | None = None,
+  cv_coefficient: float | str = 1.0,
+  return_per_sample: bool = True,
+  sample_sharding: Any = None,
 ) -> GradEstimate:
   r"""Pathwise (reparameterization) estimate of :math:`\nabla_\theta \mathbb E_{p_\theta}[f(x)]`.
 
@@ -127,7 +125,7 @@ def pathwise_grad(
   if optimal:
     pkeys = sample_keys(pilot_key, n, sample_sharding)
     coefficient = cvs.optimal_coefficient(
-        per_sample_grads(cost, pkeys)[1], per_sample_grads(cv_value, pkeys)[1]
+      per_sample_grads(cost, pkeys)[1], per_sample_grads(cv_value, pkeys)[1]
     )
   else:
     coefficient = cv_coefficient

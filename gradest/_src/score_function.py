@@ -10,15 +10,15 @@ import jax.numpy as jnp
 
 from gradest._src import control_variates as cvs
 from gradest._src.base import (
-    Array,
-    GradEstimate,
-    PyTree,
-    check_key,
-    check_num_samples,
-    check_scalar_output,
-    draw_samples,
-    tree_mean,
-    tree_scale_per_sample,
+  Array,
+  GradEstimate,
+  PyTree,
+  check_key,
+  check_num_samples,
+  check_scalar_output,
+  draw_samples,
+  tree_mean,
+  tree_scale_per_sample,
 )
 from gradest._src.distributions import as_distribution
 
@@ -30,14 +30,13 @@ def _check_baseline(baseline: Any) -> bool:
   if isinstance(baseline, str):
     if baseline != LEAVE_ONE_OUT:
       raise ValueError(
-          f"baseline must be None, a number (or scalar array), or 'leave_one_out'; "
-          f"got {baseline!r}."
+        f"baseline must be None, a number (or scalar array), or 'leave_one_out'; got {baseline!r}."
       )
     return True
   if baseline is not None and jnp.ndim(baseline) != 0:
     raise ValueError(
-        f"baseline must be a scalar (one value for all samples), got shape "
-        f"{jnp.shape(baseline)}; use baseline='leave_one_out' for per-sample baselines."
+      f"baseline must be a scalar (one value for all samples), got shape "
+      f"{jnp.shape(baseline)}; use baseline='leave_one_out' for per-sample baselines."
     )
   return False
 
@@ -50,8 +49,8 @@ def leave_one_out_baseline(values: Array) -> Array:
   n = values.shape[0]
   if n < 2:
     raise ValueError(
-        "the leave-one-out baseline needs at least 2 samples along axis 0, got "
-        f"{n}; draw more samples or use a constant baseline."
+      "the leave-one-out baseline needs at least 2 samples along axis 0, got "
+      f"{n}; draw more samples or use a constant baseline."
     )
   values = jax.lax.stop_gradient(values)
   return (jnp.sum(values, axis=0, keepdims=True) - values) / (n - 1)
@@ -66,17 +65,17 @@ def _baselined(values: Array, baseline: Any) -> Array:
 
 
 def score_function_grad(
-    f: Callable[[Array], Array],
-    dist_fn: Callable[[PyTree], Any],
-    params: PyTree,
-    key: Array,
-    num_samples: int,
-    *,
-    baseline: None | float | Array | str = None,
-    control_variate: cvs.ControlVariate | None = None,
-    cv_coefficient: float | str = 1.0,
-    return_per_sample: bool = True,
-    sample_sharding: Any = None,
+  f: Callable[[Array], Array],
+  dist_fn: Callable[[PyTree], Any],
+  params: PyTree,
+  key: Array,
+  num_samples: int,
+  *,
+  baseline: None | float | Array | str = None,
+  control_variate: cvs.ControlVariate | None = None,
+  cv_coefficient: float | str = 1.0,
+  return_per_sample: bool = True,
+  sample_sharding: Any = None,
 ) -> GradEstimate:
   r"""Score-function (REINFORCE) estimate of :math:`\nabla_\theta \mathbb E_{p_\theta}[f(x)]`.
 
@@ -132,7 +131,7 @@ def score_function_grad(
   """
   loo = _check_baseline(baseline)
   n = check_num_samples(
-      num_samples, 2 if loo else 1, "the leave-one-out baseline needs at least two samples"
+    num_samples, 2 if loo else 1, "the leave-one-out baseline needs at least two samples"
   )
   check_key(key)
   cvs.check_coefficient(cv_coefficient)
@@ -170,7 +169,7 @@ def score_function_grad(
     pxs, _, pweights, ph = draw(pilot_key)
     ps = scores(pxs)
     coefficient = cvs.optimal_coefficient(
-        tree_scale_per_sample(pweights, ps), tree_scale_per_sample(ph, ps)
+      tree_scale_per_sample(pweights, ps), tree_scale_per_sample(ph, ps)
     )
   else:
     coefficient = cv_coefficient
@@ -180,7 +179,7 @@ def score_function_grad(
     return GradEstimate(grad, None, values)
   s = scores(xs)
   per_sample = cvs.combine(
-      tree_scale_per_sample(weights, s), tree_scale_per_sample(h, s), grad_m, coefficient
+    tree_scale_per_sample(weights, s), tree_scale_per_sample(h, s), grad_m, coefficient
   )
   grad = tree_mean(per_sample)
   return GradEstimate(grad, per_sample if return_per_sample else None, values)
@@ -215,7 +214,7 @@ def magic_box(x: Array) -> Array:
 
 
 def score_function_surrogate(
-    cost: Array, log_prob: Array, baseline: None | float | Array | str = None
+  cost: Array, log_prob: Array, baseline: None | float | Array | str = None
 ) -> Array:
   r"""A surrogate whose value is ``cost`` and whose derivatives are the estimator's.
 
@@ -250,8 +249,8 @@ def score_function_surrogate(
   log_prob = jnp.asarray(log_prob)
   if cost.shape != log_prob.shape:
     raise ValueError(
-        f"cost and log_prob must have the same shape (one log-probability per cost), got "
-        f"{cost.shape} and {log_prob.shape}; sum log_prob over the event axes first."
+      f"cost and log_prob must have the same shape (one log-probability per cost), got "
+      f"{cost.shape} and {log_prob.shape}; sum log_prob over the event axes first."
     )
   if baseline is None:
     return magic_box(log_prob) * cost
@@ -259,7 +258,7 @@ def score_function_surrogate(
     _check_baseline(baseline)
     if cost.ndim == 0:
       raise ValueError(
-          "baseline='leave_one_out' needs a leading sample axis in cost, got a scalar."
+        "baseline='leave_one_out' needs a leading sample axis in cost, got a scalar."
       )
     b = leave_one_out_baseline(cost)
   else:

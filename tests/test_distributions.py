@@ -1,0 +1,147 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from gradest.distributions import (
+  Bernoulli,
+  Categorical,
+  Gamma,
+  Normal,
+  as_distribution,
+  kl_divergence,
+)
+
+from .helpers import assert_unbiased
+
+
+def test_normal_log_prob_entropy_and_shapes(key):
+  loc, scale = jnp.array([0.5, -1.0, 2.0]), jnp.array([1.0, 0.3, 2.5])
+  d = Normal(loc, scale)
+  x = d.sample(key, (7,))
+  assert x.shape == (7, 3)
+  ref = stats.norm(np.asarray(loc), np.asarray(scale)).logpdf(np.asarray(x)).sum(-1)
+  np.testing.assert_allclose(d.log_prob(x), ref, rtol=1e-5)
+  np.testing.assert_allclose(d.entropy(), stats.norm(loc, scale).entropy().sum(), rtol=1e-5)
+  assert d.reparameterized
+
+
+def test_normal_broadcasts_scale():
+  d = Normal(jnp.zeros((2, 3)), 2.0)
+  assert d.scale.shape == (2, 3) and d.event_shape == (2, 3)
+
+
+def test_bernoulli_log_prob_entropy_and_huge_logits(key):
+  logits = jnp.array([-2.0, 0.0, 3.0])
+  d = Bernoulli(logits)
+  x = d.sample(key, (5,))
+  assert x.shape == (5, 3) and x.dtype == logits.dtype
+  p = np.asarray(jax.nn.sigmoid(logits))
+  ref = stats.bernoulli(p).logpmf(np.asarray(x)).sum(-1)
+  np.testing.assert_allclose(d.log_prob(x), ref, rtol=1e-5)
+  np.testing.assert_allclose(d.entropy(), stats.bernoulli(p).entropy().sum(), rtol=1e-5)
+  big = Bernoulli(jnp.array([1e4, -1e4]))
+  assert np.all(np.isfinite(big.log_prob(jnp.array([1.0, 0.0]))))
+  np.testing.assert_array_equal(big.sample(key, (100,)), np.tile([1.0, 0.0], (100, 1)))
+
+
+def test_bernoulli_sample_frequencies(key):
+  logits = jnp.array([-1.0, 0.5])
+  x = Bernoulli(logits).sample(key, (20000,))
+  assert_unbiased(x, jax.nn.sigmoid(logits))
+
+
+def test_categorical_log_prob_entropy_and_frequencies(key):
+  logits = jnp.array([[0.1, 1.0, -2.0], [0.0, 0.0, 3.0]])
+  d = Categorical(logits)
+  x = d.sample(key, (20000,))
+  assert x.shape == (20000, 2)
+  probs = np.asarray(jax.nn.softmax(logits))
+  onehot = jax.nn.one_hot(x, 3)
+  assert_unbiased(onehot, probs)
+  ref = np.log(probs[0, np.asarray(x[:5, 0])]) + np.log(probs[1, np.asarray(x[:5, 1])])
+  np.testing.assert_allclose(d.log_prob(x[:5]), ref, rtol=1e-5)
+  np.testing.assert_allclose(d.entropy(), -(probs * np.log(probs)).sum(), rtol=1e-5)
+
+
+def test_categorical_rejects_scalar_logits():
+  with pytest.raises(ValueError, match="logits"):
+    Categorical(jnp.array(1.0))
+
+
+def test_gamma_log_prob_entropy_and_implicit_gradient(key):
+  a, b = jnp.array([0.7, 2.0]), jnp.array([1.5, 0.5])
+  d = Gamma(a, b)
+  x = d.sample(key, (4,))
+  ref = stats.gamma(np.asarray(a), scale=1 / np.asarray(b)).logpdf(np.asarray(x)).sum(-1)
+  np.testing.assert_allclose(d.log_prob(x), ref, rtol=1e-4)
+  np.testing.assert_allclose(
+    d.entropy(), stats.gamma(np.asarray(a), scale=1 / np.asarray(b)).entropy().sum(), rtol=1e-5
+  )
+  # d/da E[x] = 1/b: per-sample implicit gradients of a single draw are unbiased.
+  keys = jax.random.split(key, 20000)
+  g = jax.vmap(jax.grad(lambda a_, k: jnp.sum(Gamma(a_, b).sample(k))), (None, 0))(a, keys)
+  assert_unbiased(g, 1.0 / b)
+
+
+@pytest.mark.parametrize(
+  "p, q",
+  [
+    (Normal(jnp.array([0.3, -1.0]), jnp.array([0.5, 2.0])), Normal(0.0, jnp.ones(2))),
+    (Bernoulli(jnp.array([0.3, -2.0])), Bernoulli(jnp.array([1.0, 0.5]))),
+    (Categorical(jnp.array([0.3, -2.0, 1.0])), Categorical(jnp.array([1.0, 0.5, 0.0]))),
+    (Gamma(jnp.array([2.0, 0.8]), jnp.array([1.0, 3.0])), Gamma(1.5, jnp.array([0.5, 2.0]))),
+  ],
+)
+def test_kl_matches_monte_carlo(p, q, key):
+  x = p.sample(key, (40000,))
+  per_sample = p.log_prob(x) - q.log_prob(x)
+  assert_unbiased(per_sample, kl_divergence(p, q))
+
+
+def test_kl_of_normal_to_standard_is_seed_erratum_4():
+  mu, sigma = 0.7, 1.8
+  expected = 0.5 * (sigma**2 + mu**2 - 1 - np.log(sigma**2))
+  np.testing.assert_allclose(
+    kl_divergence(Normal(mu, sigma), Normal(0.0, 1.0)), expected, rtol=1e-6
+  )
+
+
+def test_kl_rejects_mixed_families():
+  with pytest.raises(TypeError, match="same family"):
+    kl_divergence(Normal(0.0, 1.0), Bernoulli(0.0))
+
+
+def test_distributions_are_pytrees_under_jit_and_vmap(key):
+  @jax.jit
+  def sample_mean(d, k):
+    return d.sample(k, (10,)).mean(0)
+
+  assert sample_mean(Normal(jnp.zeros(2), 1.0), key).shape == (2,)
+  locs = jnp.arange(4.0)
+  lp = jax.vmap(lambda m: Normal(m, 1.0).log_prob(jnp.array(0.0)))(locs)
+  np.testing.assert_allclose(lp, stats.norm(np.asarray(locs), 1).logpdf(0.0), rtol=1e-5)
+
+
+def test_as_distribution_rejects_non_distribution():
+  with pytest.raises(TypeError, match="sample"):
+    as_distribution(object())
+
+
+def test_distrax_and_numpyro_adapters(key):
+  distrax = pytest.importorskip("distrax")
+  numpyro_dist = pytest.importorskip("numpyro.distributions")
+  loc, scale = jnp.array([0.1, 0.2]), jnp.array([1.0, 2.0])
+  for foreign in (distrax.Normal(loc, scale), numpyro_dist.Normal(loc, scale)):
+    d = as_distribution(foreign)
+    assert isinstance(d, Normal)
+    np.testing.assert_allclose(d.log_prob(jnp.ones(2)), Normal(loc, scale).log_prob(jnp.ones(2)))
+  for foreign in (distrax.Bernoulli(logits=loc), numpyro_dist.BernoulliLogits(loc)):
+    d = as_distribution(foreign)
+    x = d.sample(key, (3,))
+    assert x.shape == (3, 2)
+    np.testing.assert_allclose(
+      d.log_prob(x), Bernoulli(loc).log_prob(x.astype(jnp.float32)), rtol=1e-5
+    )
+  assert not as_distribution(numpyro_dist.BernoulliLogits(loc)).reparameterized
