@@ -83,14 +83,18 @@ def check_scalar_output(f: Callable[..., Any], *args: Any, name: str = "f") -> N
 
 
 def check_key(key: Any) -> None:
-  if not isinstance(key, jax.Array | jax.core.Tracer) and not hasattr(key, "dtype"):
+  """Raises unless ``key`` is one PRNG key (typed, or a raw ``uint32[2]`` key)."""
+  if not hasattr(key, "dtype") or not hasattr(key, "shape"):
     raise TypeError(
-      f"key must be a JAX PRNG key (jax.random.key(0) or jax.random.PRNGKey(0)), "
+      "key must be a JAX PRNG key (jax.random.key(0) or jax.random.PRNGKey(0)), "
       f"got {type(key).__name__}."
     )
   if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
     if key.shape != ():
-      raise ValueError(f"key must be a single PRNG key, got a key array of shape {key.shape}.")
+      raise ValueError(
+        f"key must be a single PRNG key, got a key array of shape {key.shape}; "
+        "use jax.vmap over keys for a batch of estimates."
+      )
   elif key.shape != (2,) or key.dtype != jnp.uint32:
     raise ValueError(
       "key must be a single PRNG key (jax.random.key(0) or jax.random.PRNGKey(0)), "
