@@ -1,6 +1,7 @@
 """gradest: Monte Carlo gradient estimators for JAX."""
 
 from gradest import distributions
+from gradest import models
 from gradest._src.base import GradEstimate
 from gradest._src.control_variates import (
   ControlVariate,

@@ -277,9 +277,9 @@ def kl_divergence(p: Distribution, q: Distribution) -> Array:
       f"{type(p).__name__} and {type(q).__name__}."
     )
   if isinstance(p, Normal):
-    ratio = jnp.square(p.scale / q.scale)
+    log_ratio = jnp.log(p.scale) - jnp.log(q.scale)  # log space: finite for tiny scales
     diff = jnp.square((p.loc - q.loc) / q.scale)
-    return jnp.sum(0.5 * (ratio + diff - 1.0 - jnp.log(ratio)))
+    return jnp.sum(0.5 * (jnp.exp(2.0 * log_ratio) + diff - 1.0) - log_ratio)
   if isinstance(p, Bernoulli):
     pp = jax.nn.sigmoid(p.logits)
     kl = pp * (jax.nn.log_sigmoid(p.logits) - jax.nn.log_sigmoid(q.logits)) + (1 - pp) * (

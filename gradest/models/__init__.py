@@ -1,0 +1,19 @@
+"""Model building blocks used by the benchmarks and notebooks (VAE pieces)."""
+
+from gradest.models.vae import (
+  apply_mlp,
+  bernoulli_log_likelihood,
+  elbo,
+  gaussian_kl,
+  init_mlp,
+  iwae_bound,
+)
+
+__all__ = [
+  "apply_mlp",
+  "bernoulli_log_likelihood",
+  "elbo",
+  "gaussian_kl",
+  "init_mlp",
+  "iwae_bound",
+]
