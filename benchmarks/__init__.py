@@ -1,0 +1,1 @@
+"""Runnable benchmarks of gradest (``python -m benchmarks.<name>``)."""
