@@ -1,7 +1,6 @@
 """gradest: Monte Carlo gradient estimators for JAX."""
 
-from gradest import distributions
-from gradest import models
+from gradest import distributions, models, monte_carlo
 from gradest._src.base import GradEstimate
 from gradest._src.control_variates import (
   ControlVariate,
@@ -30,6 +29,8 @@ __all__ = [
   "MovingAverageState",
   "delta_method",
   "distributions",
+  "models",
+  "monte_carlo",
   "hessian_diagonal",
   "leave_one_out_baseline",
   "magic_box",

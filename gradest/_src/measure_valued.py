@@ -22,7 +22,7 @@ from gradest._src.base import (
 from gradest._src.distributions import Normal, as_distribution
 
 # Elements of f-inputs materialized at once when the chunk size is chosen automatically.
-_ELEMENT_BUDGET = 1 << 24
+_ELEMENT_BUDGET = 1 << 20
 
 
 def _replacements(key: Array, loc: Array, scale: Array, coupling: bool) -> Array:
@@ -35,7 +35,11 @@ def _replacements(key: Array, loc: Array, scale: Array, coupling: bool) -> Array
   shape, dtype = loc.shape, loc.dtype
   w_pos = jax.random.rayleigh(k_pos, 1.0, shape, dtype)
   w_neg = w_pos if coupling else jax.random.rayleigh(k_neg, 1.0, shape, dtype)
-  m = jax.random.double_sided_maxwell(k_max, 0.0, 1.0, shape, dtype)
+  # Double-sided Maxwell: a random sign times the norm of a 3-d standard Gaussian (exact,
+  # and much cheaper than the gamma-based sampler).
+  k_norm, k_sign = jax.random.split(k_max)
+  g3 = jax.random.normal(k_norm, (3,) + shape, dtype)
+  m = jnp.sqrt(jnp.sum(g3 * g3, axis=0)) * jax.random.rademacher(k_sign, shape, dtype)
   # U * M with U ~ Uniform(0, 1) is exactly N(0, 1): the coupled negative part.
   z = (
     jax.random.uniform(k_gauss, shape, dtype) * m
@@ -92,7 +96,8 @@ def measure_valued_grad(
     coupling: couple the positive and negative parts.
     return_per_sample: if False, ``per_sample`` is ``None``.
     coordinate_chunk_size: coordinates evaluated together; ``None`` picks the largest
-      that keeps about 16M input elements live.
+      that keeps about 1M input elements live (cache-sized chunks
+      measured fastest on CPU).
     sample_sharding: optional sharding for arrays with a leading sample axis.
 
   Returns:
@@ -139,9 +144,13 @@ def measure_valued_grad(
   repl = jax.vmap(lambda k: _replacements(k, loc, scale, coupling))(keys)  # (N, 4, D)
   values = jax.vmap(lambda x: f(x.reshape(event_shape)))(xs)
 
+  coords = jnp.arange(size)
+
   def at_coordinate(d):
+    mask = coords == d  # a select, which fuses, rather than a scatter per evaluation
+
     def one_sample(x, r):
-      return jax.vmap(lambda v: f(x.at[d].set(v).reshape(event_shape)))(r[:, d])
+      return jax.vmap(lambda v: f(jnp.where(mask, v, x).reshape(event_shape)))(r[:, d])
 
     return jax.vmap(one_sample)(xs, repl)  # (N, 4)
 
