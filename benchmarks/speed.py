@@ -1,0 +1,982 @@
+r"""Wall-clock speed of gradest's estimators against hand-written references and optax.
+
+Run with ``python -m benchmarks.speed`` (``--help`` lists the flags).
+
+Problem: a ``D``-dimensional diagonal Gaussian with parameters
+``{"mu": (D,), "log_sigma": (D,)}`` and ``dist_fn = lambda p:
+gradest.distributions.Normal(p["mu"], jnp.exp(p["log_sigma"]))``, a cost applied to one
+sample (:data:`COSTS`; the default is :math:`f(x) = \sum_d \cos x_d`), ``D`` in
+``{10, 1000, 100000}`` and ``N`` in ``{100, 10000}`` samples.
+
+Estimators: the score function (plain, and with the leave-one-out baseline), the
+pathwise estimator and the coupled measure-valued estimator, each in both gradest
+modes: ``return_per_sample=True`` (``N x D`` per-sample gradients per leaf) and
+``return_per_sample=False`` (the mean only).
+
+Each gradest call is timed against
+
+1. **a hand-written reference**: the same estimator written directly in
+   ``jax.numpy`` with its closed-form per-sample terms (score:
+   :math:`(f-b)(x-\mu)/\sigma^2` for ``mu`` and :math:`(f-b)((x-\mu)^2/\sigma^2-1)` for
+   ``log_sigma``; pathwise: :math:`f'(x)` and :math:`f'(x)\,\varepsilon\sigma`;
+   measure-valued: the same ``4 N D`` evaluations of ``f``, on inputs built with a
+   mask), drawing the **same samples from the same keys** as gradest
+   (``jax.random.split(key, N)``, one key per sample). Its sums over samples are
+   contractions (see :func:`sample_mean`). It returns the same outputs (mean
+   gradient, per-sample gradients when asked, the ``N`` costs), so the two must agree
+   to float32 rounding: every cell checks this and reports the largest relative
+   difference (``max_rel_err``); a cell above ``--check-rtol`` is marked ``MISMATCH``
+   and makes the command exit with status 1;
+2. **optax 0.2.6's** ``optax.monte_carlo`` (``score_function_jacobians``,
+   ``pathwise_jacobians``, ``measure_valued_jacobians`` with
+   ``optax._src.utils.multi_normal``), when it is importable, in the per-sample rows
+   only: optax always forms the ``N x D`` jacobians and has no leave-one-out
+   baseline. It draws its own samples (one ``normal`` call), so its values are not
+   compared.
+
+Timing: every function is jitted and compiled once, ahead of time (compilation is not
+timed); the compiled executables are then run ``--repeats`` times each (fewer, but at
+least 3, when a cell would take more than ``--cell-budget`` seconds), interleaved in a
+rotating order so that machine noise hits all implementations alike. Each
+measurement calls the function enough times to last at least ``--min-time`` seconds
+and blocks on the result (``jax.block_until_ready``). The time per call is the
+minimum over the repeats (``--statistic``; noise from other processes only adds
+time, so the minimum is the most repeatable figure on a shared machine); medians are
+written too. Ratios (``gradest/reference``, target at most 1.2, and
+``optax/gradest``, target above 1) compare times measured in the same run. At
+``D = 10`` a call takes about 0.1 ms and is dominated by dispatch, so ratios there
+move by +-20% between runs.
+
+Skipped cells (each with its reason in the table and the outputs):
+
+* per-sample cells whose output has more than ``--per-sample-max-elements``
+  (default ``1e8``) elements per leaf (``N = 10000, D = 100000``);
+* measure-valued cells with ``N D^2 > --mvd-max-work`` (default ``1e7``): the estimator
+  evaluates an ``O(D)`` cost ``4 N D`` times, so its work is ``O(N D^2)`` for every
+  implementation. Only ``D = 10`` runs by default; ``--mvd-max-work 1e8`` adds
+  ``D = 1000, N = 100`` (about 3 s per call on 2 cores, 1.5 minutes more);
+* programs that need more than ``--max-gb`` (default 4) GB: checked before compiling
+  from the ``N x D`` samples and noise (so the mean-mode cells with ``N = 10000,
+  D = 100000``, 4 GB per array, are skipped; ``--max-gb 20`` runs them on a machine
+  with the memory, at several seconds per call) and from optax's forward-mode
+  jacobians (``jax.jacfwd`` pushes ``2D`` tangents through ``N x D`` samples:
+  ``N x D x D`` intermediates), then after compiling from XLA's
+  ``memory_analysis()``.
+
+Outputs (in ``--out``, default ``bench_out/speed``): ``speed.csv``, ``speed.json``
+(results and the run's settings, versions and runtime) and ``speed.png`` (both
+ratios per cell, log scale, with the targets).
+
+The default run takes 3 to 5 minutes on a 2-core CPU (shared with other jobs), more
+than half of it compiling; its peak memory is about 1 GB. ``--quick`` (one tiny
+configuration, compiled with XLA's backend optimizations off) takes 15-20 s and is
+what the test-suite runs; its times mean nothing, its correctness checks do.
+
+Known result (jaxlib 0.10 on CPU): at ``D = 100000, N = 100`` gradest's score-function
+and pathwise estimators take 1.2-1.8x the reference's time. XLA lowers a sum over
+the short leading (sample) axis of a wide array to a YNNPACK reduce fusion that is
+slow for that shape; gradest's sums over samples (``jnp.mean(per_sample, 0)`` and the
+transposes of ``vmap``'s broadcasts under ``jax.grad``) take that path while the
+reference's contractions do not. With
+``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-reduce`` both run at the same
+speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+import gradest
+from gradest.distributions import Normal
+
+ESTIMATORS = ("score", "score_loo", "pathwise", "measure_valued")
+MODES = ("per_sample", "mean")
+IMPLS = ("gradest", "reference", "optax")
+RATIOS = ("gradest_over_reference", "optax_over_gradest")
+
+FULL_DIMS = (10, 1000, 100_000)
+FULL_SAMPLES = (100, 10_000)
+QUICK_DIMS = (5,)
+QUICK_SAMPLES = (16,)
+
+TARGET_REFERENCE_RATIO = 1.2  # gradest / reference should be at most this.
+TARGET_OPTAX_RATIO = 1.0  # optax / gradest should be above this.
+
+# Elements of measure-valued inputs materialized at once by the reference; the same
+# budget as gradest's automatic ``coordinate_chunk_size``, so both hold the same memory.
+_MVD_ELEMENT_BUDGET = 1 << 20
+
+Array = jax.Array
+Outputs = tuple[Any, Any, Any]  # (grad, per_sample or None, values or None)
+
+
+# --------------------------------------------------------------------------------------
+# Costs and the problem.
+# --------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Cost:
+  """A separable cost :math:`f(x) = \\sum_d c(x_d)`.
+
+  Attributes:
+    name: its name on the command line.
+    f: one sample ``(D,)`` to a scalar (what gradest and optax are given).
+    batched: ``(..., D)`` to ``(...)``, ``f`` over the last axis (for the references).
+    derivative: the elementwise derivative :math:`c'(x)` (for the pathwise reference).
+  """
+
+  name: str
+  f: Callable[[Array], Array]
+  batched: Callable[[Array], Array]
+  derivative: Callable[[Array], Array]
+
+
+COSTS = {
+  "cos": Cost(
+    "cos",
+    f=lambda x: jnp.sum(jnp.cos(x)),
+    batched=lambda x: jnp.sum(jnp.cos(x), axis=-1),
+    derivative=lambda x: -jnp.sin(x),
+  ),
+  "quadratic": Cost(
+    "quadratic",
+    f=lambda x: 0.5 * jnp.sum(jnp.square(x)),
+    batched=lambda x: 0.5 * jnp.sum(jnp.square(x), axis=-1),
+    derivative=lambda x: x,
+  ),
+}
+
+
+def dist_fn(params: dict[str, Array]) -> Normal:
+  """``params -> Normal(mu, exp(log_sigma))``, the distribution every estimator gets."""
+  return Normal(params["mu"], jnp.exp(params["log_sigma"]))
+
+
+def make_params(dim: int, seed: int) -> dict[str, Array]:
+  """Deterministic parameters: ``mu ~ 0.5 N(0, 1)``, ``sigma`` around 0.5."""
+  k_mu, k_sigma = jax.random.split(jax.random.key(seed + 1))
+  return {
+    "mu": 0.5 * jax.random.normal(k_mu, (dim,), jnp.float32),
+    "log_sigma": math.log(0.5) + 0.1 * jax.random.normal(k_sigma, (dim,), jnp.float32),
+  }
+
+
+def _mean_tree(tree: Any) -> Any:
+  return jax.tree.map(lambda x: jnp.mean(x, axis=0), tree)
+
+
+def sample_mean(x: Array) -> Array:
+  """Mean over the leading (sample) axis, written as a contraction with ``1/N``.
+
+  A dot product rather than ``jnp.mean(x, axis=0)``: with jaxlib 0.10's CPU backend,
+  a sum over the short leading axis of a wide array is lowered to a YNNPACK reduce
+  fusion that is slow for that shape (``jnp.sum(z, 0)`` of a ``(100, 100000)`` float32
+  array: about 100 ms, against 4 ms for the contraction). For tall arrays
+  (``N >> D``) the fused reduce avoids materializing its input and can be faster,
+  so gradest beats the reference there (``pathwise``, ``mean`` mode).
+  """
+  n = x.shape[0]
+  return jnp.tensordot(jnp.full((n,), 1.0 / n, x.dtype), x, axes=1)
+
+
+# --------------------------------------------------------------------------------------
+# gradest.
+# --------------------------------------------------------------------------------------
+
+
+def gradest_fn(estimator: str, per_sample: bool, num_samples: int, cost: Cost):
+  """``(params, key) -> (grad, per_sample, values)`` through gradest's public API."""
+
+  def fn(params, key):
+    kwargs = dict(return_per_sample=per_sample)
+    if estimator == "score":
+      est = gradest.score_function_grad(cost.f, dist_fn, params, key, num_samples, **kwargs)
+    elif estimator == "score_loo":
+      est = gradest.score_function_grad(
+        cost.f, dist_fn, params, key, num_samples, baseline="leave_one_out", **kwargs
+      )
+    elif estimator == "pathwise":
+      est = gradest.pathwise_grad(cost.f, dist_fn, params, key, num_samples, **kwargs)
+    elif estimator == "measure_valued":
+      est = gradest.measure_valued_grad(
+        cost.f, dist_fn, params, key, num_samples, coupling=True, **kwargs
+      )
+    else:
+      raise ValueError(f"unknown estimator {estimator!r}; choose from {ESTIMATORS}.")
+    return est.grad, est.per_sample, est.values
+
+  return fn
+
+
+# --------------------------------------------------------------------------------------
+# Hand-written references: the same estimators, written directly in jax.numpy, drawing
+# the same samples from the same keys (one key per sample, from jax.random.split).
+# --------------------------------------------------------------------------------------
+
+
+def _per_sample_normals(key: Array, num_samples: int, dim: int) -> tuple[Array, Array]:
+  keys = jax.random.split(key, num_samples)
+  eps = jax.vmap(lambda k: jax.random.normal(k, (dim,), jnp.float32))(keys)
+  return keys, eps
+
+
+def _finish(g_mu: Array, g_log_sigma: Array, values: Array, per_sample: bool) -> Outputs:
+  """Outputs from ``(N, D)`` per-sample terms."""
+  ps = {"mu": g_mu, "log_sigma": g_log_sigma}
+  return jax.tree.map(sample_mean, ps), (ps if per_sample else None), values
+
+
+def reference_score(num_samples: int, cost: Cost, per_sample: bool, loo: bool):
+  n = num_samples
+
+  def fn(params, key):
+    mu, log_sigma = params["mu"], params["log_sigma"]
+    sigma = jnp.exp(log_sigma)
+    _, eps = _per_sample_normals(key, n, mu.shape[0])
+    x = mu + sigma * eps
+    values = cost.batched(x)
+    w = values - (jnp.sum(values) - values) / (n - 1) if loo else values
+    z = (x - mu) / sigma
+    if per_sample:
+      return _finish(w[:, None] * z / sigma, w[:, None] * (z * z - 1.0), values, True)
+    grad = {"mu": (w @ z) / (n * sigma), "log_sigma": (w @ (z * z - 1.0)) / n}
+    return grad, None, values
+
+  return fn
+
+
+def reference_pathwise(num_samples: int, cost: Cost, per_sample: bool):
+  n = num_samples
+
+  def fn(params, key):
+    mu, log_sigma = params["mu"], params["log_sigma"]
+    sigma = jnp.exp(log_sigma)
+    _, eps = _per_sample_normals(key, n, mu.shape[0])
+    x = mu + sigma * eps
+    values = cost.batched(x)
+    df = cost.derivative(x)
+    if per_sample:
+      return _finish(df, df * eps * sigma, values, True)
+    grad = {"mu": sample_mean(df), "log_sigma": sample_mean(df * eps) * sigma}
+    return grad, None, values
+
+  return fn
+
+
+def reference_measure_valued(num_samples: int, cost: Cost, per_sample: bool):
+  r"""The coupled measure-valued estimator, written directly.
+
+  Per sample ``x`` (from key ``k``) and coordinate ``d``: ``w ~ Rayleigh(1)``,
+  ``m ~`` double-sided Maxwell (a random sign times the norm of three standard
+  normals), ``u ~ U(0, 1)``, all from ``fold_in(k, 1)`` as gradest draws them (if
+  gradest changes how it draws them, the benchmark's check reports a mismatch);
+  ``f`` at ``x`` with ``x_d`` replaced by ``mu_d + sigma_d w``,
+  ``mu_d - sigma_d w``, ``mu_d + sigma_d m`` and ``mu_d + sigma_d u m``; then
+  :math:`g_\mu = (f_1 - f_2)/(\sigma\sqrt{2\pi})`, :math:`g_\sigma = (f_3 - f_4)/\sigma`
+  and :math:`g_{\log\sigma} = \sigma g_\sigma`. The replaced inputs are built with a
+  ``where`` mask, a chunk of coordinates at a time.
+  """
+  n = num_samples
+
+  def fn(params, key):
+    mu, log_sigma = params["mu"], params["log_sigma"]
+    dim = mu.shape[0]
+    sigma = jnp.exp(log_sigma)
+    keys, eps = _per_sample_normals(key, n, dim)
+    x = mu + sigma * eps
+    values = cost.batched(x)
+
+    def variates(k):
+      k_pos, _, k_max, k_unif = jax.random.split(jax.random.fold_in(k, 1), 4)
+      w = jax.random.rayleigh(k_pos, 1.0, (dim,), jnp.float32)
+      k_norm, k_sign = jax.random.split(k_max)
+      g3 = jax.random.normal(k_norm, (3, dim), jnp.float32)
+      sign = jax.random.rademacher(k_sign, (dim,), jnp.float32)
+      m = jnp.sqrt(jnp.sum(g3 * g3, axis=0)) * sign  # double-sided Maxwell
+      u = jax.random.uniform(k_unif, (dim,), jnp.float32)
+      return jnp.stack([w, -w, m, u * m], axis=1)  # (D, 4)
+
+    repl = mu[:, None] + sigma[:, None] * jax.vmap(variates)(keys)  # (N, D, 4)
+    coords = jnp.arange(dim)
+    chunk = max(1, min(dim, _MVD_ELEMENT_BUDGET // (4 * n * dim)))
+
+    def at_coordinate(d):
+      mask = coords == d  # (D,)
+      inputs = jnp.where(mask, repl[:, d, :, None], x[:, None, :])  # (N, 4, D)
+      return cost.batched(inputs)  # (N, 4)
+
+    evals = jax.lax.map(at_coordinate, coords, batch_size=chunk)  # (D, N, 4)
+    g_mu = (evals[..., 0] - evals[..., 1]).T / (sigma * math.sqrt(2.0 * math.pi))
+    g_log_sigma = (evals[..., 2] - evals[..., 3]).T  # sigma * (f3 - f4) / sigma
+    return _finish(g_mu, g_log_sigma, values, per_sample)
+
+  return fn
+
+
+def reference_fn(estimator: str, per_sample: bool, num_samples: int, cost: Cost):
+  """``(params, key) -> (grad, per_sample, values)``, the hand-written reference."""
+  if estimator in ("score", "score_loo"):
+    return reference_score(num_samples, cost, per_sample, loo=estimator == "score_loo")
+  if estimator == "pathwise":
+    return reference_pathwise(num_samples, cost, per_sample)
+  if estimator == "measure_valued":
+    return reference_measure_valued(num_samples, cost, per_sample)
+  raise ValueError(f"unknown estimator {estimator!r}; choose from {ESTIMATORS}.")
+
+
+# --------------------------------------------------------------------------------------
+# optax 0.2.6 (optax.monte_carlo was removed in 0.2.7).
+# --------------------------------------------------------------------------------------
+
+
+def _optax_monte_carlo():
+  """``(monte_carlo module, multi_normal)``, or ``(None, reason)``."""
+  try:
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore")
+      import optax
+      from optax import monte_carlo
+      from optax._src.utils import multi_normal
+  except (ImportError, AttributeError) as e:
+    return None, f"optax.monte_carlo not importable ({type(e).__name__}: {e})"
+  return (monte_carlo, multi_normal), f"optax {optax.__version__}"
+
+
+def optax_fn(estimator: str, num_samples: int, cost: Cost):
+  """``(params, key) -> (grad, per_sample, None)`` through ``optax.monte_carlo``.
+
+  optax has only one mode: it forms the ``N x D`` per-sample jacobians (``grad`` is
+  their mean), so it is compared with gradest's ``return_per_sample=True``.
+
+  Returns:
+    ``(fn, None)``, or ``(None, reason)`` when optax cannot run this estimator.
+  """
+  found, reason = _optax_monte_carlo()
+  if found is None:
+    return None, reason
+  monte_carlo, multi_normal = found
+  jacobians = {
+    "score": monte_carlo.score_function_jacobians,
+    "pathwise": monte_carlo.pathwise_jacobians,
+    "measure_valued": monte_carlo.measure_valued_jacobians,
+  }.get(estimator)
+  if jacobians is None:
+    return None, "optax.monte_carlo has no leave-one-out baseline"
+
+  def fn(params, key):
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", DeprecationWarning)
+      jac = jacobians(cost.f, (params["mu"], params["log_sigma"]), multi_normal, key, num_samples)
+    ps = {"mu": jac[0], "log_sigma": jac[1]}
+    return _mean_tree(ps), ps, None
+
+  return fn, None
+
+
+def optax_bytes_estimate(estimator: str, num_samples: int, dim: int) -> float:
+  """Bytes of optax's largest intermediate (float32), before compiling it.
+
+  ``jax.jacfwd`` pushes one tangent per parameter coordinate (``2D``) through the
+  ``N x D`` samples; the measure-valued jacobians tile the samples into ``N x D x D``
+  inputs for each of its four replacement sets.
+  """
+  if estimator == "measure_valued":
+    return 4.0 * 4 * num_samples * dim * dim
+  return 4.0 * 2 * num_samples * dim * dim
+
+
+# --------------------------------------------------------------------------------------
+# Checks and timing.
+# --------------------------------------------------------------------------------------
+
+
+def max_relative_error(result: Outputs, reference: Outputs) -> float:
+  """Largest ``max|a - b| / max|b|`` over the leaves of two outputs.
+
+  Leaves are compared to the largest magnitude of the reference leaf, so float32
+  rounding in sums over samples (where the mean is a difference of large terms) is
+  measured against the size of those terms, not of the small result.
+  """
+  worst = 0.0
+  a_leaves, a_tree = jax.tree.flatten(result)
+  b_leaves, b_tree = jax.tree.flatten(reference)
+  if a_tree != b_tree:
+    raise AssertionError(f"different output structures: {a_tree} and {b_tree}")
+  for a, b in zip(a_leaves, b_leaves, strict=True):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape:
+      raise AssertionError(f"different shapes {a.shape} and {b.shape}")
+    if not np.all(np.isfinite(a)):
+      return math.inf
+    scale = max(float(np.max(np.abs(b))), 1e-30)
+    worst = max(worst, float(np.max(np.abs(a - b))) / scale)
+  return worst
+
+
+def _timed(fn: Callable[..., Any], args: Sequence[Any], number: int) -> float:
+  start = time.perf_counter()
+  for _ in range(number):
+    out = fn(*args)
+  jax.block_until_ready(out)
+  return (time.perf_counter() - start) / number
+
+
+def time_interleaved(
+  fns: dict[str, Callable[..., Any]],
+  args: Sequence[Any],
+  repeats: int,
+  min_time: float,
+  first_call: dict[str, float],
+  budget: float = math.inf,
+  min_repeats: int = 3,
+) -> dict[str, list[float]]:
+  """Seconds per call of each function, ``repeats`` measurements each, interleaved.
+
+  The functions run in a rotating order within every repeat. Each measurement makes
+  ``number`` calls, the same for all functions, chosen from ``first_call`` (seconds of
+  a first, warm call) so that the fastest one lasts at least ``min_time``. Slow cells
+  take fewer repeats (but at least ``min_repeats``) so that all of them together last
+  about ``budget`` seconds.
+  """
+  fastest = max(min(first_call.values()), 1e-7)
+  number = int(min(1000, max(1, math.ceil(min_time / fastest))))
+  per_repeat = number * sum(first_call.values())
+  if per_repeat * repeats > budget:
+    repeats = max(min(repeats, min_repeats), int(budget // per_repeat))
+  names = list(fns)
+  times = {name: [] for name in names}
+  for r in range(repeats):
+    shift = r % len(names)
+    for name in names[shift:] + names[:shift]:
+      times[name].append(_timed(fns[name], args, number))
+  return times
+
+
+# --------------------------------------------------------------------------------------
+# The run.
+# --------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Settings:
+  """What to run and how (see :func:`parse_args` for the meaning of each field)."""
+
+  dims: tuple[int, ...]
+  samples: tuple[int, ...]
+  estimators: tuple[str, ...]
+  modes: tuple[str, ...]
+  cost: str
+  repeats: int
+  min_time: float
+  cell_budget: float
+  statistic: str
+  seed: int
+  max_gb: float
+  per_sample_max_elements: float
+  mvd_max_work: float
+  check_rtol: float
+  use_optax: bool
+  fast_compile: bool = False
+
+
+def _skip_reason(settings: Settings, estimator: str, mode: str, dim: int, n: int) -> str | None:
+  if estimator == "measure_valued" and n * dim * dim > settings.mvd_max_work:
+    return (
+      f"measure-valued: 4 N D = {4 * n * dim:.1e} evaluations of an O(D) cost, "
+      f"N D^2 = {n * dim * dim:.1e} > --mvd-max-work {settings.mvd_max_work:.0e} "
+      "(O(N D^2) for every implementation)"
+    )
+  if mode == "per_sample" and n * dim > settings.per_sample_max_elements:
+    return (
+      f"per-sample output N x D = {n * dim:.1e} elements per leaf > "
+      f"--per-sample-max-elements {settings.per_sample_max_elements:.0e}"
+    )
+  at_least = 2 * 4 * n * dim  # the N x D samples and their noise, float32.
+  if at_least > settings.max_gb * 1e9:
+    return (
+      f"needs at least {at_least / 1e9:.0f} GB (N x D samples and noise) > "
+      f"--max-gb {settings.max_gb:g}"
+    )
+  return None
+
+
+# XLA's backend optimizations off: about 3x faster compilation, slower programs.
+FAST_COMPILE_OPTIONS = {"xla_backend_optimization_level": 0}
+
+
+def _compile(fn: Callable[..., Any], args: Sequence[Any], fast: bool = False):
+  """Ahead-of-time compilation; returns ``(compiled, bytes needed, seconds)``."""
+  start = time.perf_counter()
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    lowered = jax.jit(fn).lower(*args)
+    compiled = lowered.compile(FAST_COMPILE_OPTIONS) if fast else lowered.compile()
+  seconds = time.perf_counter() - start
+  needed = math.nan
+  try:
+    stats = compiled.memory_analysis()
+    needed = float(stats.temp_size_in_bytes + stats.output_size_in_bytes)
+  except Exception:  # noqa: BLE001 - memory analysis is optional on some backends.
+    pass
+  return compiled, needed, seconds
+
+
+def _blank_row(estimator: str, mode: str, dim: int, n: int) -> dict[str, Any]:
+  row: dict[str, Any] = dict(estimator=estimator, mode=mode, dim=dim, num_samples=n)
+  for impl in IMPLS:
+    row[f"{impl}_ms"] = row[f"{impl}_median_ms"] = math.nan
+  for ratio in RATIOS:
+    row[ratio] = row[f"{ratio}_median"] = math.nan
+  row.update(repeats=0, compile_s=math.nan, max_rel_err=math.nan, check="", note="")
+  return row
+
+
+def run_cell(
+  settings: Settings,
+  cost: Cost,
+  estimator: str,
+  mode: str,
+  dim: int,
+  n: int,
+  keep_outputs: bool = False,
+) -> dict[str, Any]:
+  """Compiles, checks and times one (estimator, mode, D, N) cell.
+
+  Returns:
+    A row: milliseconds per call of each implementation (``<impl>_ms`` by
+    ``settings.statistic``, ``<impl>_median_ms`` the median), the two ratios (by the
+    statistic, and ``<ratio>_median``), the number of repeats, the compilation time,
+    the largest relative difference between gradest and the reference
+    (``max_rel_err``; ``check`` is ``ok``, ``MISMATCH`` or ``skipped``) and a note (why
+    something was skipped). With ``keep_outputs``, also ``outputs``: gradest's and the
+    reference's ``(grad, per_sample, values)`` from the same key, as NumPy arrays.
+  """
+  per_sample = mode == "per_sample"
+  row = _blank_row(estimator, mode, dim, n)
+  notes = []
+  reason = _skip_reason(settings, estimator, mode, dim, n)
+  if reason is not None:
+    row.update(check="skipped", note="skipped: " + reason)
+    return row
+
+  max_bytes = settings.max_gb * 1e9
+  params = make_params(dim, settings.seed)
+  key = jax.random.key(settings.seed)
+  args = (params, key)
+  candidates = {
+    "gradest": gradest_fn(estimator, per_sample, n, cost),
+    "reference": reference_fn(estimator, per_sample, n, cost),
+  }
+  if settings.use_optax and per_sample:
+    fn, why = optax_fn(estimator, n, cost)
+    if fn is not None and optax_bytes_estimate(estimator, n, dim) > max_bytes:
+      fn, why = (
+        None,
+        (
+          f"its N x D x D jacobian intermediates need about "
+          f"{optax_bytes_estimate(estimator, n, dim) / 1e9:.0f} GB > --max-gb {settings.max_gb:g}"
+        ),
+      )
+    if fn is None:
+      notes.append(f"optax skipped: {why}")
+    else:
+      candidates["optax"] = fn
+
+  compiled, compile_s = {}, 0.0
+  for impl, fn in candidates.items():
+    exe, needed, seconds = _compile(fn, args, settings.fast_compile)
+    compile_s += seconds
+    if needed > max_bytes:
+      notes.append(f"{impl} skipped: needs {needed / 1e9:.1f} GB > --max-gb {settings.max_gb:g}")
+      if impl != "optax":
+        row.update(check="skipped", note="skipped: " + "; ".join(notes), compile_s=compile_s)
+        return row
+      continue
+    compiled[impl] = exe
+  row["compile_s"] = compile_s
+  del candidates
+
+  # A first (warm-up) call of each; gradest and the reference must agree.
+  first_call, outputs = {}, {}
+  for impl, exe in compiled.items():
+    start = time.perf_counter()
+    out = jax.block_until_ready(exe(*args))
+    first_call[impl] = time.perf_counter() - start
+    if impl != "optax":
+      outputs[impl] = jax.device_get(out)
+    del out
+  err = max_relative_error(outputs["gradest"], outputs["reference"])
+  row["max_rel_err"] = err
+  row["check"] = "ok" if err <= settings.check_rtol else "MISMATCH"
+  if row["check"] == "MISMATCH":
+    notes.append(
+      f"gradest and the reference disagree: max relative error {err:.1e} > "
+      f"--check-rtol {settings.check_rtol:g}"
+    )
+  if keep_outputs:
+    row["outputs"] = outputs
+  del outputs
+
+  times = time_interleaved(
+    compiled, args, settings.repeats, settings.min_time, first_call, settings.cell_budget
+  )
+  pick = min if settings.statistic == "min" else statistics.median
+  for impl, ts in times.items():
+    row[f"{impl}_ms"] = 1e3 * pick(ts)
+    row[f"{impl}_median_ms"] = 1e3 * statistics.median(ts)
+  row["repeats"] = len(times["gradest"])
+  for suffix in ("", "_median"):
+    row["gradest_over_reference" + suffix] = (
+      row[f"gradest{suffix}_ms"] / row[f"reference{suffix}_ms"]
+    )
+    if "optax" in times:
+      row["optax_over_gradest" + suffix] = row[f"optax{suffix}_ms"] / row[f"gradest{suffix}_ms"]
+  row["note"] = "; ".join(notes)
+  return row
+
+
+def run(
+  settings: Settings, progress: bool = True, keep_outputs: bool = False
+) -> list[dict[str, Any]]:
+  """Runs every (D, N, estimator, mode) cell; see :func:`run_cell` for the rows."""
+  cost = COSTS[settings.cost]
+  cells = [
+    (estimator, mode, dim, n)
+    for dim in settings.dims
+    for n in settings.samples
+    for estimator in settings.estimators
+    for mode in settings.modes
+  ]
+  rows = []
+  bar = tqdm(cells, desc="speed", disable=not progress, file=sys.stderr)
+  for estimator, mode, dim, n in bar:
+    bar.set_postfix_str(f"{estimator} {mode} D={dim} N={n}")
+    rows.append(run_cell(settings, cost, estimator, mode, dim, n, keep_outputs))
+  return rows
+
+
+# --------------------------------------------------------------------------------------
+# Reporting.
+# --------------------------------------------------------------------------------------
+
+CSV_FIELDS = (
+  "estimator",
+  "mode",
+  "dim",
+  "num_samples",
+  "gradest_ms",
+  "reference_ms",
+  "optax_ms",
+  "gradest_over_reference",
+  "optax_over_gradest",
+  "gradest_median_ms",
+  "reference_median_ms",
+  "optax_median_ms",
+  "gradest_over_reference_median",
+  "optax_over_gradest_median",
+  "repeats",
+  "compile_s",
+  "max_rel_err",
+  "check",
+  "note",
+)
+
+
+def _fmt(x: Any, spec: str) -> str:
+  if isinstance(x, float) and not math.isfinite(x):
+    return "-".rjust(int(spec.split(".")[0]))
+  return format(x, spec)
+
+
+def format_table(rows: Sequence[dict[str, Any]], statistic: str = "min") -> str:
+  """The results as a fixed-width text table (times in ms per call)."""
+  header = (
+    f"{'estimator':<15}{'mode':<11}{'D':>7}{'N':>7}{'gradest':>11}{'reference':>11}"
+    f"{'optax':>11}{'g/ref':>7}{'(med)':>7}{'opt/g':>8}{'(med)':>8}{'rel err':>9}  note"
+  )
+  lines = [
+    f"ms per call ({statistic} of the repeats); g/ref = gradest / reference (target <= "
+    f"{TARGET_REFERENCE_RATIO}), opt/g = optax / gradest (target > {TARGET_OPTAX_RATIO}); "
+    "(med): the same ratio from medians",
+    header,
+    "-" * len(header),
+  ]
+  for r in rows:
+    ratio = r["gradest_over_reference"]
+    flag = "(> 1.2)" if math.isfinite(ratio) and ratio > TARGET_REFERENCE_RATIO else ""
+    note = r["note"] if r["check"] in ("ok", "skipped") else f"{r['check']}; {r['note']}"
+    lines.append(
+      f"{r['estimator']:<15}{r['mode']:<11}{r['dim']:>7}{r['num_samples']:>7}"
+      f"{_fmt(r['gradest_ms'], '11.3f')}{_fmt(r['reference_ms'], '11.3f')}"
+      f"{_fmt(r['optax_ms'], '11.3f')}{_fmt(ratio, '7.2f')}"
+      f"{_fmt(r['gradest_over_reference_median'], '7.2f')}"
+      f"{_fmt(r['optax_over_gradest'], '8.1f')}{_fmt(r['optax_over_gradest_median'], '8.1f')}"
+      f"{_fmt(r['max_rel_err'], '9.1e')}  {(flag + ' ' + note).strip()}"
+    )
+  return "\n".join(lines)
+
+
+def write_csv(rows: Sequence[dict[str, Any]], path: str) -> None:
+  with open(path, "w", newline="") as fh:
+    writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    for r in rows:
+      writer.writerow({k: r.get(k, math.nan) for k in CSV_FIELDS})
+
+
+def _json_safe(x: Any) -> Any:
+  if isinstance(x, float) and not math.isfinite(x):
+    return None
+  return x
+
+
+def write_json(rows: Sequence[dict[str, Any]], meta: dict[str, Any], path: str) -> None:
+  results = [{k: _json_safe(v) for k, v in r.items() if k != "outputs"} for r in rows]
+  payload = dict(meta=meta, results=results)
+  with open(path, "w") as fh:
+    json.dump(payload, fh, indent=2)
+
+
+def plot(rows: Sequence[dict[str, Any]], path: str, statistic: str = "min") -> None:
+  """Both ratios per timed cell: bars from 1 on a log scale, values printed, targets dashed."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  from matplotlib.patches import Patch
+  from matplotlib.ticker import FuncFormatter
+
+  timed = [r for r in rows if math.isfinite(r["gradest_over_reference"])]
+  if not timed:
+    return
+  labels = [f"{r['estimator']} {r['mode']} D={r['dim']} N={r['num_samples']}" for r in timed]
+  x = np.arange(len(timed))
+  colors = [f"C{ESTIMATORS.index(r['estimator'])}" for r in timed]
+  fig, axes = plt.subplots(2, 1, figsize=(max(8.0, 0.38 * len(timed) + 2.5), 9.0), sharex=True)
+  panels = (
+    ("gradest_over_reference", "gradest / reference", TARGET_REFERENCE_RATIO, "target <= 1.2"),
+    ("optax_over_gradest", "optax / gradest", TARGET_OPTAX_RATIO, "target > 1"),
+  )
+  for ax, (field, title, target, target_label) in zip(axes, panels, strict=True):
+    values = np.array([r[field] for r in timed], dtype=float)
+    finite = values[np.isfinite(values)]
+    ax.bar(x, np.where(np.isfinite(values), values - 1.0, np.nan), bottom=1.0, color=colors)
+    for xi, v in zip(x, values, strict=True):
+      if math.isfinite(v):
+        ax.annotate(
+          f"{v:.3g}",
+          (xi, v),
+          xytext=(0, 2 if v >= 1 else -2),
+          textcoords="offset points",
+          ha="center",
+          va="bottom" if v >= 1 else "top",
+          fontsize=6,
+        )
+    ax.axhline(target, color="k", linestyle="--", linewidth=1, label=target_label)
+    ax.axhline(1.0, color="0.5", linewidth=0.8)
+    ax.set_yscale("log")
+    lo = min([0.5, *(finite / 1.3)])
+    hi = max([2.0, *(finite * 1.5)])
+    ax.set_ylim(lo, hi)
+    ticks = (0.1, 0.25, 0.5, 0.75, 1, 1.2, 1.5, 2, 3, 5, 10, 30, 100, 300, 1000, 3000)
+    if hi / lo > 20:  # a wide range: fewer ticks
+      ticks = (0.1, 0.5, 1, 3, 10, 30, 100, 300, 1000, 3000)
+    ax.set_yticks([t for t in ticks if lo <= t <= hi])
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+    ax.set_ylabel(title + " (time ratio)")
+    ax.grid(axis="y", which="both", alpha=0.3)
+    handles = [Patch(color=f"C{i}", label=name) for i, name in enumerate(ESTIMATORS)]
+    ax.legend(handles=[*ax.get_legend_handles_labels()[0], *handles], loc="upper left", fontsize=7)
+    if not finite.size:
+      ax.text(0.5, 0.5, "no optax timings", transform=ax.transAxes, ha="center")
+  axes[-1].set_xticks(x)
+  axes[-1].set_xticklabels(labels, rotation=90, fontsize=7)
+  fig.suptitle(f"gradest speed: ratios of the {statistic} time per call, measured in the same run")
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------
+# Command line.
+# --------------------------------------------------------------------------------------
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+  return tuple(int(float(v)) for v in text.split(",") if v)
+
+
+def _name_list(choices: Sequence[str]) -> Callable[[str], tuple[str, ...]]:
+  def parse(text: str) -> tuple[str, ...]:
+    names = tuple(v for v in text.split(",") if v)
+    unknown = [v for v in names if v not in choices]
+    if unknown:
+      raise argparse.ArgumentTypeError(f"unknown {unknown}; choose from {list(choices)}")
+    return names
+
+  return parse
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+  p = argparse.ArgumentParser(
+    prog="python -m benchmarks.speed",
+    description="Speed of gradest's estimators against hand-written references and optax.",
+  )
+  p.add_argument(
+    "--quick", action="store_true", help="one tiny configuration, fast compilation (for the tests)"
+  )
+  p.add_argument("--dims", type=_int_list, help="comma-separated D values (default 10,1000,1e5)")
+  p.add_argument("--samples", type=_int_list, help="comma-separated N values (default 100,1e4)")
+  p.add_argument(
+    "--estimators",
+    type=_name_list(ESTIMATORS),
+    default=ESTIMATORS,
+    help=f"comma-separated subset of {','.join(ESTIMATORS)}",
+  )
+  p.add_argument(
+    "--modes", type=_name_list(MODES), default=MODES, help="per_sample, mean or both (default)"
+  )
+  p.add_argument("--cost", choices=sorted(COSTS), default="cos", help="the cost f (default cos)")
+  p.add_argument("--repeats", type=int, default=None, help="measurements per function (5)")
+  p.add_argument(
+    "--min-time", type=float, default=None, help="seconds per measurement, at least (0.02)"
+  )
+  p.add_argument(
+    "--cell-budget",
+    type=float,
+    default=5.0,
+    help="seconds of timed calls per cell; slow cells take fewer repeats (at least 3)",
+  )
+  p.add_argument(
+    "--statistic",
+    choices=("min", "median"),
+    default="min",
+    help="per-call time from the repeats (both are written; default min)",
+  )
+  p.add_argument("--seed", type=int, default=0, help="seed of the parameters and the key")
+  p.add_argument(
+    "--out", default=os.path.join("bench_out", "speed"), help="output folder (bench_out/speed)"
+  )
+  p.add_argument(
+    "--max-gb", type=float, default=4.0, help="skip programs needing more GB of memory (4)"
+  )
+  p.add_argument(
+    "--per-sample-max-elements",
+    type=float,
+    default=1e8,
+    help="skip per-sample cells with more N*D elements per leaf (1e8)",
+  )
+  p.add_argument(
+    "--mvd-max-work",
+    type=float,
+    default=1e7,
+    help="largest N*D^2 timed for the measure-valued estimator (1e8 adds D=1000, N=100)",
+  )
+  p.add_argument(
+    "--check-rtol",
+    type=float,
+    default=1e-3,
+    help="largest relative difference between gradest and the reference (1e-3)",
+  )
+  p.add_argument("--no-optax", action="store_true", help="do not time optax.monte_carlo")
+  p.add_argument(
+    "--fast-compile",
+    action="store_true",
+    help="compile with XLA's backend optimizations off (implied by --quick; times not meaningful)",
+  )
+  p.add_argument("--no-plot", action="store_true", help="do not write speed.png")
+  p.add_argument("--no-progress", action="store_true", help="no progress bar")
+  args = p.parse_args(argv)
+  if args.repeats is not None and args.repeats < 1:
+    p.error("--repeats must be >= 1")
+  return args
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+  return Settings(
+    dims=args.dims or (QUICK_DIMS if args.quick else FULL_DIMS),
+    samples=args.samples or (QUICK_SAMPLES if args.quick else FULL_SAMPLES),
+    estimators=tuple(args.estimators),
+    modes=tuple(args.modes),
+    cost=args.cost,
+    repeats=args.repeats or (3 if args.quick else 5),
+    min_time=args.min_time if args.min_time is not None else (0.002 if args.quick else 0.02),
+    cell_budget=args.cell_budget,
+    statistic=args.statistic,
+    seed=args.seed,
+    max_gb=args.max_gb,
+    per_sample_max_elements=args.per_sample_max_elements,
+    mvd_max_work=args.mvd_max_work,
+    check_rtol=args.check_rtol,
+    use_optax=not args.no_optax,
+    fast_compile=args.quick or args.fast_compile,
+  )
+
+
+def run_from_args(args: argparse.Namespace, keep_outputs: bool = False) -> list[dict[str, Any]]:
+  """Runs the benchmark for parsed arguments, prints the table and writes the outputs."""
+  settings = settings_from_args(args)
+  os.makedirs(args.out, exist_ok=True)
+  start = time.perf_counter()
+  rows = run(settings, progress=not args.no_progress, keep_outputs=keep_outputs)
+  runtime = time.perf_counter() - start
+
+  print(format_table(rows, settings.statistic))
+  print(f"\nruntime {runtime:.1f} s on {jax.devices()[0].device_kind} ({os.cpu_count()} CPUs)")
+  meta = dict(
+    settings=dataclasses.asdict(settings),
+    runtime_s=runtime,
+    jax=jax.__version__,
+    gradest=gradest.__version__,
+    optax=_optax_monte_carlo()[1],
+    device=str(jax.devices()[0]),
+    cpu_count=os.cpu_count(),
+    platform=platform.platform(),
+    targets=dict(
+      gradest_over_reference=f"<= {TARGET_REFERENCE_RATIO}",
+      optax_over_gradest=f"> {TARGET_OPTAX_RATIO}",
+    ),
+  )
+  write_csv(rows, os.path.join(args.out, "speed.csv"))
+  write_json(rows, meta, os.path.join(args.out, "speed.json"))
+  if not args.no_plot:
+    plot(rows, os.path.join(args.out, "speed.png"), settings.statistic)
+  written = "speed.csv, speed.json" + ("" if args.no_plot else ", speed.png")
+  print(f"wrote {written} to {args.out}")
+  return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """Command-line entry point; returns 1 if gradest and a reference disagree."""
+  rows = run_from_args(parse_args(argv))
+  mismatches = [r for r in rows if r["check"] == "MISMATCH"]
+  for r in mismatches:
+    print(
+      f"MISMATCH: gradest and the reference disagree for {r['estimator']} {r['mode']} "
+      f"D={r['dim']} N={r['num_samples']} (max relative error {r['max_rel_err']:.2e})",
+      file=sys.stderr,
+    )
+  return 1 if mismatches else 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

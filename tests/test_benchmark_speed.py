@@ -1,0 +1,81 @@
+"""Smoke test of ``python -m benchmarks.speed`` in its quick mode."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+
+from benchmarks import speed
+
+
+def _assert_same(gradest_out, reference_out, what):
+  """Leaf-by-leaf allclose, relative to the largest entry of the reference leaf."""
+  g_leaves = {"grad": gradest_out[0], "per_sample": gradest_out[1], "values": gradest_out[2]}
+  r_leaves = {"grad": reference_out[0], "per_sample": reference_out[1], "values": reference_out[2]}
+  for part in ("grad", "per_sample"):
+    if r_leaves[part] is None:
+      assert g_leaves[part] is None, f"{what}: gradest returned {part} that was not asked for"
+      continue
+    for name in ("mu", "log_sigma"):
+      g, r = np.asarray(g_leaves[part][name]), np.asarray(r_leaves[part][name])
+      assert g.shape == r.shape, f"{what} {part}[{name}]: shapes {g.shape} != {r.shape}"
+      np.testing.assert_allclose(
+        g, r, rtol=1e-4, atol=1e-5 * float(np.max(np.abs(r))), err_msg=f"{what} {part}[{name}]"
+      )
+  np.testing.assert_allclose(g_leaves["values"], r_leaves["values"], rtol=1e-5, err_msg=what)
+
+
+def test_quick_run_writes_outputs_and_matches_references(tmp_path):
+  args = speed.parse_args(
+    ["--quick", "--out", str(tmp_path), "--repeats", "2", "--no-progress", "--min-time", "0"]
+  )
+  rows = speed.run_from_args(args, keep_outputs=True)
+
+  expected_cells = len(speed.QUICK_DIMS) * len(speed.QUICK_SAMPLES) * 4 * 2
+  assert len(rows) == expected_cells
+  for name in ("speed.csv", "speed.json", "speed.png"):
+    assert (tmp_path / name).stat().st_size > 0, name
+  with open(tmp_path / "speed.csv") as fh:
+    assert len(list(csv.DictReader(fh))) == expected_cells
+  payload = json.loads((tmp_path / "speed.json").read_text())
+  assert len(payload["results"]) == expected_cells
+  assert payload["meta"]["runtime_s"] > 0
+
+  for row in rows:
+    what = f"{row['estimator']} {row['mode']} D={row['dim']} N={row['num_samples']}"
+    assert row["check"] == "ok", f"{what}: {row['check']} {row['note']}"
+    assert row["max_rel_err"] <= 1e-4, what
+    _assert_same(row["outputs"]["gradest"], row["outputs"]["reference"], what)
+    for impl in ("gradest", "reference"):
+      assert math.isfinite(row[f"{impl}_ms"]) and row[f"{impl}_ms"] > 0, what
+    assert math.isfinite(row["gradest_over_reference"]), what
+    # optax forms per-sample jacobians only, and has no leave-one-out baseline.
+    if row["estimator"] == "score_loo" and row["mode"] == "per_sample":
+      assert "leave-one-out" in row["note"]
+    elif row["mode"] == "per_sample":
+      assert math.isfinite(row["optax_over_gradest"]), f"{what}: {row['note']}"
+
+
+def test_skip_rules_at_full_size():
+  settings = speed.settings_from_args(speed.parse_args([]))
+  # Per-sample output of N x D = 1e9 elements per leaf is over the 1e8 budget.
+  assert "per-sample" in speed._skip_reason(settings, "score", "per_sample", 100_000, 10_000)
+  # The mean mode there needs the 1e9 samples (4 GB) and their noise: over --max-gb 4.
+  assert "GB" in speed._skip_reason(settings, "score", "mean", 100_000, 10_000)
+  big = speed.settings_from_args(speed.parse_args(["--max-gb", "20"]))
+  assert speed._skip_reason(big, "score", "mean", 100_000, 10_000) is None
+  # Measure-valued is O(N D^2): by default only D = 10 runs; --mvd-max-work 1e8 adds
+  # D = 1000 with N = 100.
+  assert speed._skip_reason(settings, "measure_valued", "mean", 10, 10_000) is None
+  assert "O(N D^2)" in speed._skip_reason(settings, "measure_valued", "mean", 1000, 100)
+  more = speed.settings_from_args(speed.parse_args(["--mvd-max-work", "1e8"]))
+  assert speed._skip_reason(more, "measure_valued", "mean", 1000, 100) is None
+  assert "O(N D^2)" in speed._skip_reason(more, "measure_valued", "mean", 1000, 10_000)
+  assert "O(N D^2)" in speed._skip_reason(settings, "measure_valued", "mean", 100_000, 100)
+  # optax's forward-mode jacobians are N x D x D: 80 GB at D = 1000, N = 10000.
+  assert speed.optax_bytes_estimate("score", 10_000, 1000) > 4e9 * 10
+  row = speed.run_cell(settings, speed.COSTS["cos"], "measure_valued", "mean", 100_000, 100)
+  assert row["check"] == "skipped" and row["note"].startswith("skipped:")
