@@ -102,8 +102,25 @@ def check_key(key: Any) -> None:
     )
 
 
-def tree_mean(tree: PyTree, axis: int = 0) -> PyTree:
-  return jax.tree.map(lambda x: jnp.mean(x, axis=axis), tree)
+def tree_mean(tree: PyTree) -> PyTree:
+  """Mean over the leading (sample) axis of every leaf.
+
+  Written as a contraction with a ``1/N`` vector: XLA's CPU backend lowers a
+  reduction over a short leading axis of a wide array (e.g. 100 x 100000) to a kernel
+  several times slower than the equivalent dot product.
+  """
+
+  def mean(x):
+    if x.ndim == 1:
+      return jnp.mean(x, axis=0)
+    return tree_weighted_sum(jnp.full((x.shape[0],), 1.0 / x.shape[0], x.dtype), x)
+
+  return jax.tree.map(mean, tree)
+
+
+def tree_weighted_sum(weights: Array, tree: PyTree) -> PyTree:
+  """``sum_i weights[i] * leaf[i]`` over the leading axis, as a dot product."""
+  return jax.tree.map(lambda x: jnp.tensordot(weights.astype(x.dtype), x, axes=1), tree)
 
 
 def tree_scale_per_sample(weights: Array, tree: PyTree) -> PyTree:

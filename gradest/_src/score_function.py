@@ -19,8 +19,9 @@ from gradest._src.base import (
   draw_samples,
   tree_mean,
   tree_scale_per_sample,
+  tree_weighted_sum,
 )
-from gradest._src.distributions import as_distribution
+from gradest._src.distributions import Distribution, as_distribution
 
 LEAVE_ONE_OUT = "leave_one_out"
 
@@ -156,11 +157,21 @@ def score_function_grad(
   def scores(xs):
     return jax.vmap(jax.grad(log_prob), in_axes=(None, 0))(params, xs)
 
+  def mean_weighted_score(w, xs):
+    """(1/N) sum_i w_i grad log p(x_i), without per-sample gradients w.r.t. params."""
+    if not isinstance(dist, Distribution):
+      return jax.grad(lambda p: jnp.mean(w * jax.vmap(log_prob, (None, 0))(p, xs)))(params)
+    # Per-sample gradients w.r.t. the distribution's own (event-sized) arrays, contracted
+    # with the weights as a dot product, then one pull-back through dist_fn.
+    per_sample = jax.vmap(jax.grad(lambda d, x: d.log_prob(x)), (None, 0))(dist, xs)
+    cotangent = tree_weighted_sum(w / n, per_sample)
+    _, pullback = jax.vjp(lambda p: as_distribution(dist_fn(p)), params)
+    return pullback(cotangent)[0]
+
   xs, values, weights, h = draw(key)
   if control_variate is None:
     if not return_per_sample:
-      grad = jax.grad(lambda p: jnp.mean(weights * jax.vmap(log_prob, (None, 0))(p, xs)))(params)
-      return GradEstimate(grad, None, values)
+      return GradEstimate(mean_weighted_score(weights, xs), None, values)
     per_sample = tree_scale_per_sample(weights, scores(xs))
     return GradEstimate(tree_mean(per_sample), per_sample, values)
 
@@ -174,8 +185,8 @@ def score_function_grad(
   else:
     coefficient = cv_coefficient
   if not return_per_sample and not optimal:
-    mean_lp = lambda p: jnp.mean((weights - coefficient * h) * jax.vmap(log_prob, (None, 0))(p, xs))
-    grad = jax.tree.map(lambda a, b: a + coefficient * b, jax.grad(mean_lp)(params), grad_m)
+    grad = mean_weighted_score(weights - coefficient * h, xs)
+    grad = jax.tree.map(lambda a, b: a + coefficient * b, grad, grad_m)
     return GradEstimate(grad, None, values)
   s = scores(xs)
   per_sample = cvs.combine(
