@@ -18,6 +18,7 @@ from gradest._src.base import (
   check_positive_int,
   check_scalar_output,
   draw_samples,
+  tree_mean,
 )
 from gradest._src.distributions import Normal, as_distribution
 
@@ -166,7 +167,7 @@ def measure_valued_grad(
     return d.loc, d.scale
 
   _, pullback = jax.vjp(moments, params)
-  (grad,) = pullback((jnp.mean(g_loc, axis=0), jnp.mean(g_scale, axis=0)))
+  (grad,) = pullback(tree_mean((g_loc, g_scale)))
   per_sample = None
   if return_per_sample:
     (per_sample,) = jax.vmap(pullback)((g_loc, g_scale))
