@@ -68,3 +68,17 @@ def test_grad_through_the_estimate(key):
     return gradest.pathwise_grad(jnp.square, lambda m: Normal(m, 1.0), mu, key, 10).grad
 
   np.testing.assert_allclose(jax.grad(first_grad)(0.3), 2.0, rtol=1e-5)
+
+
+def test_control_variate_mean_only_mode_matches_per_sample(key):
+  f = lambda x: jnp.sum(jnp.sin(x) + 0.1 * x**3)  # noqa: E731
+  dist_fn = lambda m: Normal(m, 0.3)  # noqa: E731
+  cv = gradest.delta_method(f)
+  mu = jnp.array([0.2, -0.5])
+  full = gradest.pathwise_grad(f, dist_fn, mu, key, 200, control_variate=cv, cv_coefficient=0.7)
+  mean_only = gradest.pathwise_grad(
+    f, dist_fn, mu, key, 200, control_variate=cv, cv_coefficient=0.7, return_per_sample=False
+  )
+  assert mean_only.per_sample is None
+  np.testing.assert_allclose(mean_only.grad, full.grad, rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(mean_only.values, full.values)

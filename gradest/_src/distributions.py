@@ -316,7 +316,6 @@ class _ForeignDistribution(Distribution):
     self._seed_keyword = seed_keyword
     self.reparameterized = reparameterized
     self._batch_ndim = len(tuple(getattr(dist, "batch_shape", ())))
-    self._event_ndim = len(tuple(getattr(dist, "event_shape", ())))
 
   @property
   def event_shape(self) -> tuple[int, ...]:

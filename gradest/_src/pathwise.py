@@ -122,6 +122,15 @@ def pathwise_grad(
     return GradEstimate(tree_mean(per_sample), per_sample, values)
 
   grad_m = jax.grad(lambda p: control_variate.expected_value(as_distribution(dist_fn(p))))(params)
+  if not return_per_sample and not optimal:
+    # One backward pass through mean_i [f - c h](x_i), plus c grad m.
+    def mean_combined(p):
+      values = jax.vmap(cost, (None, 0))(p, keys)
+      return jnp.mean(values - cv_coefficient * jax.vmap(cv_value, (None, 0))(p, keys)), values
+
+    grad, values = jax.grad(mean_combined, has_aux=True)(params)
+    grad = jax.tree.map(lambda a, b: a + cv_coefficient * b, grad, grad_m)
+    return GradEstimate(grad, None, values)
   if optimal:
     pkeys = sample_keys(pilot_key, n, sample_sharding)
     coefficient = cvs.optimal_coefficient(

@@ -57,7 +57,7 @@ from gradest._src.base import (
   check_scalar_output,
   draw_samples,
 )
-from gradest._src.distributions import Bernoulli, Normal
+from gradest._src.distributions import Bernoulli, Normal, kl_divergence
 
 Encoder = Callable[[Any], tuple[Array, Array]]
 LogLikelihood = Callable[[Any, Array], Array]
@@ -79,9 +79,9 @@ def gaussian_kl(loc: Array, scale: Array) -> Array:
 
   The sum runs over the **last** axis (the latent dimensions); leading axes are batch
   axes, so a batch of encoder outputs of shape ``(B, D)`` gives ``B`` divergences.
-  :math:`\log\sigma^2` is computed as ``2 * log(scale)``, which stays finite for scales
-  whose square underflows. Parameterize ``scale`` as you like (for a log-variance
-  ``v``, pass ``jnp.exp(0.5 * v)``).
+  This is :func:`gradest.distributions.kl_divergence` per latent vector (computed in log
+  space, so it stays finite for scales whose square underflows). Parameterize ``scale``
+  as you like (for a log-variance ``v``, pass ``jnp.exp(0.5 * v)``).
 
   Args:
     loc: means :math:`\mu`, shape ``(..., D)``.
@@ -102,12 +102,14 @@ def gaussian_kl(loc: Array, scale: Array) -> Array:
     Kingma & Welling, *Auto-Encoding Variational Bayes*, ICLR 2014, appendix B.
   """
   loc, scale = jnp.broadcast_arrays(jnp.asarray(loc), jnp.asarray(scale))
-  if not jnp.issubdtype(loc.dtype, jnp.floating):
-    loc, scale = loc.astype(jnp.result_type(float)), scale.astype(jnp.result_type(float))
-  terms = jnp.square(scale) + jnp.square(loc) - 1.0 - 2.0 * jnp.log(scale)
-  if terms.ndim == 0:
-    return 0.5 * terms
-  return 0.5 * jnp.sum(terms, axis=-1)
+
+  def one(m, s):
+    q = Normal(m, s)
+    return kl_divergence(q, Normal(jnp.zeros_like(q.loc), jnp.ones_like(q.scale)))
+
+  if loc.ndim == 0:
+    return one(loc, scale)
+  return jnp.vectorize(one, signature="(d),(d)->()")(loc, scale)
 
 
 def bernoulli_log_likelihood(logits: Array, x: Array) -> Array:
