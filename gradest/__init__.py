@@ -11,14 +11,45 @@ from gradest._src.control_variates import (
   moving_average_baseline,
   optimal_coefficient,
 )
+from gradest._src.discrete import (
+  arm_grad,
+  disarm_grad,
+  exact_expectation,
+  exact_grad,
+  gumbel_rao,
+  gumbel_rao_grad,
+  reinforce_grad,
+  straight_through_grad,
+)
+from gradest._src.gumbel import (
+  binary_gumbel_softmax,
+  conditional_gumbel,
+  conditional_logistic,
+  gumbel_max,
+  gumbel_noise,
+  gumbel_softmax,
+  gumbel_top_k,
+  logistic_noise,
+  straight_through,
+  truncated_gumbel,
+)
 from gradest._src.measure_valued import measure_valued_grad
 from gradest._src.pathwise import pathwise_grad
+from gradest._src.relax import (
+  RelaxEstimate,
+  init_rebar_params,
+  rebar_control_variate,
+  rebar_grad,
+  relax_control_variate,
+  relax_grad,
+)
 from gradest._src.score_function import (
   leave_one_out_baseline,
   magic_box,
   score_function_grad,
   score_function_surrogate,
 )
+from gradest._src.vimco import vimco_grad, vimco_surrogate
 
 __version__ = "0.1.0"
 
@@ -27,17 +58,43 @@ __all__ = [
   "GradEstimate",
   "MovingAverageBaseline",
   "MovingAverageState",
+  "RelaxEstimate",
+  "arm_grad",
+  "binary_gumbel_softmax",
+  "conditional_gumbel",
+  "conditional_logistic",
   "delta_method",
+  "disarm_grad",
   "distributions",
-  "models",
-  "monte_carlo",
+  "exact_expectation",
+  "exact_grad",
+  "gumbel_max",
+  "gumbel_noise",
+  "gumbel_rao",
+  "gumbel_rao_grad",
+  "gumbel_softmax",
+  "gumbel_top_k",
   "hessian_diagonal",
+  "init_rebar_params",
   "leave_one_out_baseline",
+  "logistic_noise",
   "magic_box",
   "measure_valued_grad",
+  "models",
+  "monte_carlo",
   "moving_average_baseline",
   "optimal_coefficient",
   "pathwise_grad",
+  "rebar_control_variate",
+  "rebar_grad",
+  "reinforce_grad",
+  "relax_control_variate",
+  "relax_grad",
   "score_function_grad",
   "score_function_surrogate",
+  "straight_through",
+  "straight_through_grad",
+  "truncated_gumbel",
+  "vimco_grad",
+  "vimco_surrogate",
 ]

@@ -6,6 +6,8 @@ from gradest._src.distributions import (
   Distribution,
   Gamma,
   Normal,
+  RelaxedBernoulli,
+  RelaxedCategorical,
   as_distribution,
   kl_divergence,
 )
@@ -16,6 +18,8 @@ __all__ = [
   "Distribution",
   "Gamma",
   "Normal",
+  "RelaxedBernoulli",
+  "RelaxedCategorical",
   "as_distribution",
   "kl_divergence",
 ]

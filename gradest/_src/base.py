@@ -35,11 +35,16 @@ class GradEstimate(NamedTuple):
     The variance of ``grad`` itself is this divided by ``num_samples`` for estimators
     whose per-sample terms are independent.
     """
-    if self.per_sample is None:
-      raise ValueError(
-        "variance() needs per-sample gradients: call the estimator with return_per_sample=True."
-      )
-    return jax.tree.map(lambda g: jnp.var(g, axis=0, ddof=1), self.per_sample)
+    return per_sample_variance(self.per_sample)
+
+
+def per_sample_variance(per_sample: PyTree | None) -> PyTree:
+  """Per-coordinate variance over the leading sample axis (``ddof=1``)."""
+  if per_sample is None:
+    raise ValueError(
+      "variance() needs per-sample gradients: call the estimator with return_per_sample=True."
+    )
+  return jax.tree.map(lambda g: jnp.var(g, axis=0, ddof=1), per_sample)
 
 
 def check_num_samples(num_samples: Any, minimum: int = 1, why: str = "") -> int:
