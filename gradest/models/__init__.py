@@ -1,5 +1,6 @@
-"""Model building blocks used by the benchmarks and notebooks (VAE pieces)."""
+"""Model building blocks used by the benchmarks and notebooks (VAE pieces, sigmoid belief nets)."""
 
+from gradest.models import sbn
 from gradest.models.vae import (
   apply_mlp,
   bernoulli_log_likelihood,
@@ -16,4 +17,5 @@ __all__ = [
   "gaussian_kl",
   "init_mlp",
   "iwae_bound",
+  "sbn",
 ]

@@ -1,0 +1,103 @@
+"""The discrete benchmark: it runs, writes its files, and its numbers are sane."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import jax
+import numpy as np
+import pytest
+
+from benchmarks import discrete
+from gradest.models import sbn
+
+from .helpers import z_value
+
+ESTIMATORS = ("disarm", "relax", "vimco", "wake_sleep")
+FILES = (
+  "toy.csv",
+  "sbn.csv",
+  "discrete.json",
+  "toy_variance.png",
+  "toy_curves.png",
+  "sbn_elbo.png",
+  "sbn_variance.png",
+)
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+  out = tmp_path_factory.mktemp("discrete")
+  result = discrete.main(["--quick", "--quiet", "--out", str(out), "--estimators", *ESTIMATORS])
+  return out, result
+
+
+def test_writes_every_file(quick_run):
+  out, result = quick_run
+  for name in FILES:
+    assert (out / name).stat().st_size > 0, name
+  with open(out / "discrete.json") as fh:
+    saved = json.load(fh)
+  assert saved["config"]["estimators"] == list(ESTIMATORS)
+  with open(out / "toy.csv", newline="") as fh:
+    assert len(list(csv.DictReader(fh))) == len(result["toy"])
+  with open(out / "sbn.csv", newline="") as fh:
+    assert [r["estimator"] for r in csv.DictReader(fh)] == list(ESTIMATORS)
+
+
+def test_toy_rows_cover_problems_and_are_unbiased(quick_run):
+  _, result = quick_run
+  rows = result["toy"]
+  toy_estimators = [e for e in ESTIMATORS if e in discrete.ESTIMATORS]
+  thetas = [-1.0, 1.0]
+  assert len(rows) == len(discrete.make_toys()) * len(toy_estimators) * len(thetas)
+  # Both estimators are unbiased; bias_se is the largest of up to 100 coordinates.
+  z = z_value(sum(t.dim for t in discrete.make_toys()) * len(thetas) * len(toy_estimators))
+  for r in rows:
+    assert abs(r["bias_se"]) < z, r
+    assert r["variance"] > 0
+  for r in rows:
+    toy = {t.name: t for t in discrete.make_toys()}[r["problem"]]
+    p = 1.0 / (1.0 + math.exp(-r["theta"]))
+    exact = p * (1 - p) * (1 - 2 * np.asarray(toy.target))
+    expected = exact[0] if toy.dim == 1 else np.linalg.norm(exact)
+    assert r["exact_grad"] == pytest.approx(expected, rel=1e-4)  # float32 1 - 2t
+
+
+def test_toy_curves_decrease(quick_run):
+  _, result = quick_run
+  for toy in discrete.make_toys():
+    for name, losses in result["toy_curves"][toy.name].items():
+      assert len(losses) == 50
+      assert all(np.isfinite(losses)), name
+      assert min(losses) >= toy.minimum() - 1e-5
+
+
+def test_sbn_training_improves_the_elbo(quick_run):
+  _, result = quick_run
+  train, _ = sbn.load_binarized_digits()
+  params = sbn.init_variational_sbn(jax.random.key(0), train.shape[1], 8)
+  start = float(np.mean(sbn.elbo(params, train[:500], jax.random.key(1), num_samples=10)))
+  for r in result["sbn"]:
+    assert len(r["train_elbo"]) == len(r["steps"]) == 2
+    assert np.all(np.isfinite(r["grad_variance"])) and min(r["grad_variance"]) > 0
+    assert r["final_train_elbo"] > start + 1.0, (r["estimator"], start)
+    # The importance-weighted bound is at least the ELBO (up to Monte Carlo error).
+    assert r["test_iw_bound"] >= r["test_elbo"] - 0.5
+
+
+def test_format_tables(quick_run):
+  _, result = quick_run
+  assert discrete.format_toy_table(result["toy"]).count("\n") == len(result["toy"]) + 1
+  assert "wake_sleep" in discrete.format_sbn_table(result["sbn"])
+
+
+@pytest.mark.parametrize(
+  "argv",
+  [["--samples", "3"], ["--samples", "0"], ["--temperature", "0"], ["--repeats", "1"]],
+)
+def test_bad_flags(argv):
+  with pytest.raises(SystemExit):
+    discrete.parse_args(argv)
