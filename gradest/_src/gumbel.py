@@ -333,6 +333,10 @@ def conditional_gumbel(key: Array, logits: Array, index: Array, axis: int = -1) 
   log_z = jax.nn.logsumexp(logits, axis=axis, keepdims=True)
   top = log_z - _log_exponential(k_max, log_z.shape, logits.dtype)
   rest = truncated_gumbel(k_rest, logits, top)
+  # In float32 a truncated coordinate far below a huge maximum can round up to it; keep
+  # the argmax strict (a measure-zero event, so no gradient is lost).
+  below_top = jnp.nextafter(jax.lax.stop_gradient(top), jnp.asarray(-jnp.inf, top.dtype))
+  rest = jnp.minimum(rest, below_top)
   chosen = _one_hot(index, logits.shape[axis], axis, jnp.bool_)
   return jnp.where(chosen, top, rest)
 
@@ -343,9 +347,9 @@ def conditional_logistic(key: Array, logits: Array, sample: Array) -> Array:
   The binary counterpart of :func:`conditional_gumbel`. For ``sample == 1``, with
   :math:`V \sim \mathcal U(0, 1)`, :math:`z = \ell - \log(V\sigma(\ell)) + \log(1 -
   V\sigma(\ell))`, evaluated as
-  :math:`\ell - \log V - \log\sigma(\ell) + \mathrm{logaddexp}(\log(1 - V),
-  \log V + \log\sigma(-\ell))`, which is finite for any logits; ``sample == 0`` is the
-  mirror image. Reparameterized in ``logits``.
+  :math:`\mathrm{softplus}(\ell) - \log V + \mathrm{logaddexp}(\log(1 - V),
+  \log V + \log\sigma(-\ell))`, which is finite and on the right side of 0 for any
+  logits; ``sample == 0`` is the mirror image. Reparameterized in ``logits``.
 
   Args:
     key: a PRNG key.
@@ -362,10 +366,7 @@ def conditional_logistic(key: Array, logits: Array, sample: Array) -> Array:
   positive = sample > 0
   # Mirror the negative case onto the positive one: z | b=0 with logits l is -(z | b=1, -l).
   signed = jnp.where(positive, logits, -logits).astype(work)
-  z = (
-    signed
-    - log_v
-    - jax.nn.log_sigmoid(signed)
-    + jnp.logaddexp(log_1mv, log_v + jax.nn.log_sigmoid(-signed))
-  )
+  # signed - log sigmoid(signed) = softplus(signed): no cancellation for huge |logits|.
+  z = jax.nn.softplus(signed) - log_v + jnp.logaddexp(log_1mv, log_v + jax.nn.log_sigmoid(-signed))
+  z = jnp.maximum(z, jnp.finfo(work).tiny)  # z > 0 exactly; rounding must not flip it
   return jnp.where(positive, z, -z).astype(logits.dtype)
