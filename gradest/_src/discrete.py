@@ -29,6 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 
 from gradest._src.base import (
@@ -140,16 +141,42 @@ def _estimate(per_sample: Array, values: Array, return_per_sample: bool) -> Grad
   return GradEstimate(grad, per_sample if return_per_sample else None, values)
 
 
+def _tangent_reaches_output(f, aval) -> bool:
+  """Whether the output tangent of ``jax.jvp(f)`` depends on the input tangent at all.
+
+  A dependency analysis of the linearized program (nested calls are treated as opaque,
+  which can only over-approximate the dependency): False means the derivative of ``f``
+  is identically zero, e.g. for a cost built from ``argmax``, integer casts or indexing.
+  """
+  jaxpr = jax.make_jaxpr(lambda x, t: jax.jvp(f, (x,), (t,))[1])(aval, aval).jaxpr
+  reached = {jaxpr.invars[1]}
+  for eqn in jaxpr.eqns:
+    if any(not isinstance(v, jax.extend.core.Literal) and v in reached for v in eqn.invars):
+      reached.update(eqn.outvars)
+  out = jaxpr.outvars[0]
+  return not isinstance(out, jax.extend.core.Literal) and out in reached
+
+
 def _differentiable_check(f, logits):
-  """Raises if ``f`` cannot be differentiated at a relaxed input (integer ops etc.)."""
+  """Raises if ``f`` cannot be differentiated at a relaxed input, or has a zero derivative."""
+  aval = jax.ShapeDtypeStruct(logits.shape, logits.dtype)
+  advice = (
+    "Write f with differentiable jax.numpy operations of its input, or use an estimator "
+    "that only evaluates f (reinforce_grad, arm_grad, disarm_grad)."
+  )
   try:
-    jax.eval_shape(jax.grad(f), jax.ShapeDtypeStruct(logits.shape, logits.dtype))
+    jax.eval_shape(jax.grad(f), aval)
   except TypeError as e:
     raise TypeError(
       f"this estimator differentiates f with respect to its (relaxed) input, but "
-      f"jax.grad(f) failed: {e}. Write f with differentiable jax.numpy operations, or "
-      "use an estimator that only evaluates f (reinforce_grad, arm_grad, disarm_grad)."
+      f"jax.grad(f) failed: {e}. {advice}"
     ) from None
+  if not _tangent_reaches_output(f, aval):
+    raise TypeError(
+      "this estimator differentiates f with respect to its (relaxed) input, but the "
+      "derivative of f is identically zero (f goes through argmax, an integer cast or "
+      f"indexing by its input), so the estimate would be zero. {advice}"
+    )
 
 
 # --------------------------------------------------------------------------------------

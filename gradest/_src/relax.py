@@ -33,7 +33,6 @@ from gradest._src.base import Array, PyTree, per_sample_variance, sample_keys
 from gradest._src.discrete import (
   _differentiable_check,
   _prepare,
-  check_logits,
   get_family,
   perturb,
 )
@@ -239,10 +238,10 @@ def rebar_grad(
     Tucker, Mnih, Maddison, Lawson & Sohl-Dickstein, *REBAR: Low-variance, unbiased
     gradient estimates for discrete latent variable models*, NeurIPS 2017.
   """
-  fam = get_family(family)
+  fam, logits, _ = _prepare(f, logits, key, num_samples, family)
   if cv_params is None:
     cv_params = init_rebar_params()
-  _differentiable_check(f, check_logits(logits, fam))
+  _differentiable_check(f, logits)
   return relax_grad(
     f,
     logits,
