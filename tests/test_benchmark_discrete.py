@@ -1,4 +1,9 @@
-"""The discrete benchmark: it runs, writes its files, and its numbers are sane."""
+"""The discrete benchmark: it runs, writes its files, and its numbers are sane.
+
+One quick run takes about a minute (compilation), so every check on it is a helper
+called from a single test: pytest-xdist would otherwise run the module fixture once per
+worker.
+"""
 
 from __future__ import annotations
 
@@ -27,14 +32,19 @@ FILES = (
 )
 
 
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-  out = tmp_path_factory.mktemp("discrete")
-  result = discrete.main(["--quick", "--quiet", "--out", str(out), "--estimators", *ESTIMATORS])
-  return out, result
+def test_quick_run(tmp_path):
+  result = discrete.main(
+    ["--quick", "--quiet", "--out", str(tmp_path), "--estimators", *ESTIMATORS]
+  )
+  quick_run = (tmp_path, result)
+  check_writes_every_file(quick_run)
+  check_toy_rows_cover_problems_and_are_unbiased(quick_run)
+  check_toy_curves_decrease(quick_run)
+  check_sbn_training_improves_the_elbo(quick_run)
+  check_format_tables(quick_run)
 
 
-def test_writes_every_file(quick_run):
+def check_writes_every_file(quick_run):
   out, result = quick_run
   for name in FILES:
     assert (out / name).stat().st_size > 0, name
@@ -47,7 +57,7 @@ def test_writes_every_file(quick_run):
     assert [r["estimator"] for r in csv.DictReader(fh)] == list(ESTIMATORS)
 
 
-def test_toy_rows_cover_problems_and_are_unbiased(quick_run):
+def check_toy_rows_cover_problems_and_are_unbiased(quick_run):
   _, result = quick_run
   rows = result["toy"]
   toy_estimators = [e for e in ESTIMATORS if e in discrete.ESTIMATORS]
@@ -66,7 +76,7 @@ def test_toy_rows_cover_problems_and_are_unbiased(quick_run):
     assert r["exact_grad"] == pytest.approx(expected, rel=1e-4)  # float32 1 - 2t
 
 
-def test_toy_curves_decrease(quick_run):
+def check_toy_curves_decrease(quick_run):
   _, result = quick_run
   for toy in discrete.make_toys():
     for name, losses in result["toy_curves"][toy.name].items():
@@ -75,7 +85,7 @@ def test_toy_curves_decrease(quick_run):
       assert min(losses) >= toy.minimum() - 1e-5
 
 
-def test_sbn_training_improves_the_elbo(quick_run):
+def check_sbn_training_improves_the_elbo(quick_run):
   _, result = quick_run
   train, _ = sbn.load_binarized_digits()
   params = sbn.init_variational_sbn(jax.random.key(0), train.shape[1], 8)
@@ -88,7 +98,7 @@ def test_sbn_training_improves_the_elbo(quick_run):
     assert r["test_iw_bound"] >= r["test_elbo"] - 0.5
 
 
-def test_format_tables(quick_run):
+def check_format_tables(quick_run):
   _, result = quick_run
   assert discrete.format_toy_table(result["toy"]).count("\n") == len(result["toy"]) + 1
   assert "wake_sleep" in discrete.format_sbn_table(result["sbn"])

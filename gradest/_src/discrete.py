@@ -536,17 +536,7 @@ def gumbel_rao_grad(
   _differentiable_check(f, logits)
 
   def one(k):
-    noise, key_c = perturb(fam, k, logits)
-    b = fam.hard(logits + noise)
-    cond_noise = jax.vmap(lambda kc: fam.conditional(kc, logits, b) - logits)(
-      jax.random.split(key_c, k_cond)
-    )
-    cond_noise = jax.lax.stop_gradient(cond_noise)
-
-    def cost(lg):
-      soft = jnp.mean(jax.vmap(lambda g: fam.soft(lg + g, temperature))(cond_noise), axis=0)
-      return f(straight_through(b, soft))
-
+    cost = lambda lg: f(_gumbel_rao_sample(fam, k, lg, temperature, k_cond))  # noqa: E731
     value, grad = jax.value_and_grad(cost)(logits)
     return grad, value
 
@@ -585,10 +575,15 @@ def gumbel_rao(
   k_cond = check_positive_int(num_conditional, "num_conditional")
   fam = get_family(family)
   logits = check_logits(logits, fam)
+  return _gumbel_rao_sample(fam, key, logits, temperature, k_cond)
+
+
+def _gumbel_rao_sample(fam, key, logits, temperature, num_conditional):
+  """The exact sample of ``key``, with the mean conditional relaxed sample's gradient."""
   noise, key_c = perturb(fam, key, logits)
   b = jax.lax.stop_gradient(fam.hard(logits + noise))
   cond = jax.vmap(lambda kc: fam.conditional(kc, logits, b) - logits)(
-    jax.random.split(key_c, k_cond)
+    jax.random.split(key_c, num_conditional)
   )
   cond = jax.lax.stop_gradient(cond)
   soft = jnp.mean(jax.vmap(lambda g: fam.soft(logits + g, temperature))(cond), axis=0)
