@@ -47,6 +47,14 @@ def per_sample_variance(per_sample: PyTree | None) -> PyTree:
   return jax.tree.map(lambda g: jnp.var(g, axis=0, ddof=1), per_sample)
 
 
+def as_float_array(x: Any) -> Array:
+  """``x`` as a JAX array, cast to the default float dtype unless it is floating already."""
+  x = jnp.asarray(x)
+  if not jnp.issubdtype(x.dtype, jnp.floating):
+    x = x.astype(jnp.result_type(float))
+  return x
+
+
 def check_num_samples(num_samples: Any, minimum: int = 1, why: str = "") -> int:
   """Validates a static sample count and returns it as a Python int."""
   try:

@@ -35,12 +35,14 @@ import jax.numpy as jnp
 from gradest._src.base import (
   Array,
   GradEstimate,
+  as_float_array,
   check_key,
   check_num_samples,
   check_positive_int,
   check_scalar_output,
   sample_keys,
 )
+from gradest._src.distributions import Bernoulli
 from gradest._src.gumbel import (
   check_temperature,
   conditional_gumbel,
@@ -79,9 +81,7 @@ BERNOULLI = Family(
   soft=lambda z, t: jax.nn.sigmoid(z / t),
   conditional=lambda key, logits, b: conditional_logistic(key, logits, b),
   score=lambda logits, b: b - jax.nn.sigmoid(logits),
-  log_prob=lambda logits, b: jnp.sum(
-    b * jax.nn.log_sigmoid(logits) + (1.0 - b) * jax.nn.log_sigmoid(-logits)
-  ),
+  log_prob=lambda logits, b: Bernoulli(logits).log_prob(b),
 )
 
 CATEGORICAL = Family(
@@ -105,9 +105,7 @@ def get_family(family: Any) -> Family:
 
 def check_logits(logits: Any, family: Family) -> Array:
   """Float logits; categorical ones need a class axis with at least two classes."""
-  logits = jnp.asarray(logits)
-  if not jnp.issubdtype(logits.dtype, jnp.floating):
-    logits = logits.astype(jnp.result_type(float))
+  logits = as_float_array(logits)
   if family is CATEGORICAL and (logits.ndim < 1 or logits.shape[-1] < 2):
     raise ValueError(
       "logits for family='categorical' must have shape batch + (num_classes,) with "

@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import digamma, gammaln
 
+from gradest._src.base import as_float_array
 from gradest._src.gumbel import check_temperature, gumbel_noise, logistic_noise
 
 Array = jax.Array
@@ -47,13 +48,6 @@ def _sum_event(x: Array, event_ndim: int) -> Array:
   if event_ndim == 0:
     return x
   return jnp.sum(x, axis=tuple(range(-event_ndim, 0)))
-
-
-def _as_float(x: Any) -> Array:
-  x = jnp.asarray(x)
-  if not jnp.issubdtype(x.dtype, jnp.floating):
-    x = x.astype(jnp.result_type(float))
-  return x
 
 
 class Distribution(abc.ABC):
@@ -98,7 +92,7 @@ class Normal(Distribution):
   reparameterized = True
 
   def __post_init__(self):
-    loc, scale = _as_float(self.loc), _as_float(self.scale)
+    loc, scale = as_float_array(self.loc), as_float_array(self.scale)
     shape = jnp.broadcast_shapes(jnp.shape(loc), jnp.shape(scale))
     dtype = jnp.result_type(loc, scale)
     object.__setattr__(self, "loc", jnp.broadcast_to(loc, shape).astype(dtype))
@@ -141,7 +135,7 @@ class Bernoulli(Distribution):
   logits: Array
 
   def __post_init__(self):
-    object.__setattr__(self, "logits", _as_float(self.logits))
+    object.__setattr__(self, "logits", as_float_array(self.logits))
 
   @property
   def event_shape(self) -> tuple[int, ...]:
@@ -182,7 +176,7 @@ class Categorical(Distribution):
   logits: Array
 
   def __post_init__(self):
-    logits = _as_float(self.logits)
+    logits = as_float_array(self.logits)
     if logits.ndim < 1:
       raise ValueError(
         "Categorical logits must have at least one axis (the classes), got a scalar."
@@ -223,7 +217,7 @@ def _log_clamped(x: Array) -> Array:
 
 
 def _check_relaxed(logits: Any, temperature: Any, min_ndim: int) -> tuple[Array, Array]:
-  logits = _as_float(logits)
+  logits = as_float_array(logits)
   if logits.ndim < min_ndim:
     raise ValueError(
       "RelaxedCategorical logits must have at least one axis (the classes), got a scalar."
@@ -381,7 +375,7 @@ class Gamma(Distribution):
   reparameterized = True
 
   def __post_init__(self):
-    a, b = _as_float(self.concentration), _as_float(self.rate)
+    a, b = as_float_array(self.concentration), as_float_array(self.rate)
     shape = jnp.broadcast_shapes(jnp.shape(a), jnp.shape(b))
     dtype = jnp.result_type(a, b)
     object.__setattr__(self, "concentration", jnp.broadcast_to(a, shape).astype(dtype))

@@ -25,7 +25,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from gradest._src.base import Array, check_key
+from gradest._src.base import Array, as_float_array, check_key
 
 Shape = Sequence[int]
 
@@ -41,13 +41,6 @@ def _noise_dtype(dtype: Any) -> Any:
 def _uniform(key: Array, shape: Shape, dtype: Any) -> Array:
   """Uniforms in [tiny, 1): ``log u`` and ``log(-log u)`` are both finite."""
   return jax.random.uniform(key, tuple(shape), dtype, minval=jnp.finfo(dtype).tiny, maxval=1.0)
-
-
-def _float_logits(logits: Any, name: str = "logits") -> Array:
-  logits = jnp.asarray(logits)
-  if not jnp.issubdtype(logits.dtype, jnp.floating):
-    logits = logits.astype(jnp.result_type(float))
-  return logits
 
 
 def check_temperature(temperature: Any) -> None:
@@ -134,7 +127,7 @@ def gumbel_max(key: Array, logits: Array, axis: int = -1) -> Array:
     Gumbel, *Statistical theory of extreme values*, 1954. Maddison, Tarlow & Minka,
     *A* Sampling*, NeurIPS 2014.
   """
-  logits = _float_logits(logits)
+  logits = as_float_array(logits)
   axis = _check_axis(logits, axis)
   return jnp.argmax(logits + gumbel_noise(key, logits.shape, logits.dtype), axis=axis)
 
@@ -174,7 +167,7 @@ def gumbel_softmax(
     *Categorical Reparameterization with Gumbel-Softmax*, ICLR 2017.
   """
   check_temperature(temperature)
-  logits = _float_logits(logits)
+  logits = as_float_array(logits)
   axis = _check_axis(logits, axis)
   perturbed = logits + gumbel_noise(key, logits.shape, logits.dtype)
   y = jax.nn.softmax(perturbed / temperature, axis=axis)
@@ -201,7 +194,7 @@ def binary_gumbel_softmax(
     True
   """
   check_temperature(temperature)
-  logits = _float_logits(logits)
+  logits = as_float_array(logits)
   z = logits + logistic_noise(key, logits.shape, logits.dtype)
   y = jax.nn.sigmoid(z / temperature)
   if not hard:
@@ -246,7 +239,7 @@ def gumbel_top_k(key: Array, logits: Array, k: int, axis: int = -1) -> Array:
     Kool, van Hoof & Welling, *Stochastic Beams and Where to Find Them: The
     Gumbel-Top-k Trick*, ICML 2019.
   """
-  logits = _float_logits(logits)
+  logits = as_float_array(logits)
   axis = _check_axis(logits, axis)
   num_classes = logits.shape[axis]
   try:
@@ -278,7 +271,7 @@ def truncated_gumbel(key: Array, location: Array, upper: Array) -> Array:
     location: :math:`a`, any shape.
     upper: :math:`M`, broadcastable to ``location``.
   """
-  location = _float_logits(location)
+  location = as_float_array(location)
   upper = jnp.asarray(upper, location.dtype)
   shape = jnp.broadcast_shapes(location.shape, upper.shape)
   log_e = _log_exponential(key, shape, location.dtype)
@@ -320,7 +313,7 @@ def conditional_gumbel(key: Array, logits: Array, index: Array, axis: int = -1) 
     Paulus, Maddison & Krause, *Rao-Blackwellizing the Straight-Through Gumbel-Softmax
     Gradient Estimator*, ICLR 2021 (appendix). Tucker et al., *REBAR*, NeurIPS 2017.
   """
-  logits = _float_logits(logits)
+  logits = as_float_array(logits)
   axis = _check_axis(logits, axis)
   index = jnp.asarray(index)
   batch_shape = logits.shape[:axis] + logits.shape[axis + 1 :]
@@ -356,7 +349,7 @@ def conditional_logistic(key: Array, logits: Array, sample: Array) -> Array:
     logits: the Bernoulli logits, any shape.
     sample: 0/1 values of the same shape.
   """
-  logits = _float_logits(logits)
+  logits = as_float_array(logits)
   sample = jnp.asarray(sample)
   if sample.shape != logits.shape:
     raise ValueError(f"sample must have the shape of logits {logits.shape}, got {sample.shape}.")
