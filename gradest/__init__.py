@@ -1,6 +1,6 @@
 """gradest: Monte Carlo gradient estimators for JAX."""
 
-from gradest import distributions, models, monte_carlo
+from gradest import distributions, models, monte_carlo, samplers
 from gradest._src.base import GradEstimate
 from gradest._src.control_variates import (
   ControlVariate,
@@ -34,6 +34,16 @@ from gradest._src.gumbel import (
   truncated_gumbel,
 )
 from gradest._src.measure_valued import measure_valued_grad
+from gradest._src.nce import (
+  full_softmax_loss,
+  infonce_loss,
+  nce_loss,
+  negative_sampling_loss,
+  ranking_nce_loss,
+  sampled_logits,
+  sampled_logits_loss,
+  sampled_softmax_loss,
+)
 from gradest._src.pathwise import pathwise_grad
 from gradest._src.relax import (
   RelaxEstimate,
@@ -68,6 +78,7 @@ __all__ = [
   "distributions",
   "exact_expectation",
   "exact_grad",
+  "full_softmax_loss",
   "gumbel_max",
   "gumbel_noise",
   "gumbel_rao",
@@ -75,6 +86,7 @@ __all__ = [
   "gumbel_softmax",
   "gumbel_top_k",
   "hessian_diagonal",
+  "infonce_loss",
   "init_rebar_params",
   "leave_one_out_baseline",
   "logistic_noise",
@@ -83,13 +95,20 @@ __all__ = [
   "models",
   "monte_carlo",
   "moving_average_baseline",
+  "nce_loss",
+  "negative_sampling_loss",
   "optimal_coefficient",
   "pathwise_grad",
+  "ranking_nce_loss",
   "rebar_control_variate",
   "rebar_grad",
   "reinforce_grad",
   "relax_control_variate",
   "relax_grad",
+  "sampled_logits",
+  "sampled_logits_loss",
+  "sampled_softmax_loss",
+  "samplers",
   "score_function_grad",
   "score_function_surrogate",
   "straight_through",
