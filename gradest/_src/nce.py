@@ -579,6 +579,11 @@ def sampled_logits_loss(
     remove_accidental_hits: leave out sampled classes equal to a true label. ``None``:
       TensorFlow's defaults — ``True`` for the softmax losses, ``False`` for NCE and
       negative sampling (whose noise sample may legitimately contain a true class).
+      With draws *with replacement* (``unique=False``), removing the hits drops the
+      true class from the sampled estimate of the normalizer while its own term
+      :math:`e^{s_t}/(k q_t)` vanishes as ``k`` grows, so the loss converges to a
+      softmax without the true class's mass; with ``unique=True`` (expected counts
+      tending to 1) or with the hits kept, it converges to the full softmax.
     unique: draw the negatives until distinct (TensorFlow's default ``True``).
     shared_negatives: one set of negatives for the batch (TensorFlow's) or one per
       example.

@@ -159,10 +159,10 @@ class LogUniformSampler(Sampler):
     q(w) = \frac{\log(w + 2) - \log(w + 1)}{\log(V + 1)}, \qquad w = 0, \dots, V-1,
 
   which suits ids sorted by decreasing frequency (id 0 the most frequent). A draw is
-  :math:`\lfloor e^{u \log(V+1)} \rfloor - 1` for a uniform :math:`u`, exact by inversion.
-  The uniform carries 32 random bits (the exponential is taken in two factors), so the
-  rarest ids of a million-word vocabulary still get their mass (a float32 uniform has
-  only 24 bits, coarser than :math:`q` at the tail).
+  :math:`\lfloor e^{u \log(V+1)} \rfloor - 1` for a uniform :math:`u` (inversion), from
+  two 32-bit random words, computed so that the rarest ids of a vocabulary of millions
+  still get their mass: a plain float32 :math:`u` (24 bits) and ``exp`` would give many
+  of them none or double.
 
   Examples:
     >>> import jax
@@ -183,19 +183,48 @@ class LogUniformSampler(Sampler):
 
   def sample(self, key: Array, shape: Shape = ()) -> Array:
     check_key(key)
-    log_range = math.log(self.num_classes + 1.0)
-    bits = jax.random.bits(key, _shape(shape), jnp.uint32)
-    # u = hi + lo with hi the top 24 bits (exact in float32) and lo the low 8 bits.
-    hi = (bits >> 8).astype(jnp.float32) * (2.0**-24)
-    lo = (bits & 0xFF).astype(jnp.float32) * (2.0**-32)
-    value = jnp.exp(hi * log_range) * (1.0 + lo * log_range)
-    ids = jnp.floor(value).astype(jnp.int32) - 1
-    return jnp.clip(ids, 0, self.num_classes - 1)
+    bits = jax.random.bits(key, (2,) + _shape(shape), jnp.uint32)
+    return _log_uniform_ids(bits[0], bits[1], self.num_classes)
 
   def log_prob(self, ids: Array) -> Array:
     w = jnp.asarray(ids).astype(jnp.float32)
     # log((w + 2) / (w + 1)) = log1p(1 / (w + 1)): accurate for large w.
     return jnp.log(jnp.log1p(1.0 / (w + 1.0))) - math.log(math.log(self.num_classes + 1.0))
+
+
+_LOG_UNIFORM_BLOCKS = 2**14
+
+
+def _log_uniform_ids(block: Array, fraction: Array, num_classes: int) -> Array:
+  r"""Inversion of the log-uniform law, exact to about 1e-4 of a class in float32.
+
+  A draw is :math:`\lfloor x \rfloor - 1` with :math:`x = (V+1)^u` log-uniform on
+  :math:`[1, V+1)`. Splitting :math:`u = (j + v)/M` into one of :math:`M` equal-mass
+  blocks and a position in it, :math:`x = T_j + (T_{j+1} - T_j)\,
+  \mathrm{expm1}(v s)/\mathrm{expm1}(s)` with :math:`T_j = (V+1)^{j/M}` and
+  :math:`s = \log(V+1)/M`. The block starts are split on the host, in float64, into an
+  integer part and a fraction, so float32 only ever carries the offset inside a block
+  (at most ``V/1000`` ids wide): each class gets its mass to about 0.02% at
+  ``V = 10^6`` and 0.4% at ``V = 10^7``, where a float32 ``exp(u log(V+1))`` is off by
+  20% on average at the tail.
+
+  Args:
+    block: uint32 random bits; the top 14 choose the block.
+    fraction: uint32 random bits; the top 24 give :math:`v`.
+    num_classes: ``V``.
+  """
+  m = _LOG_UNIFORM_BLOCKS
+  log_range = math.log(num_classes + 1.0)
+  starts = np.exp(np.arange(m + 1, dtype=np.float64) * (log_range / m))
+  base = np.floor(starts[:-1])
+  offset = jnp.asarray(starts[:-1] - base, jnp.float32)
+  width = jnp.asarray(np.diff(starts), jnp.float32)
+  step = log_range / m
+  j = (block >> 18).astype(jnp.int32)
+  v = (fraction >> 8).astype(jnp.float32) * (2.0**-24)
+  inside = offset[j] + width[j] * (jnp.expm1(v * step) / math.expm1(step))
+  ids = jnp.asarray(base, jnp.int32)[j] - 1 + jnp.floor(inside).astype(jnp.int32)
+  return jnp.clip(ids, 0, num_classes - 1)
 
 
 @jax.tree_util.register_dataclass

@@ -1,0 +1,341 @@
+"""Candidate samplers: exact tables, frequencies by chi-square, unique sampling, exclusion.
+
+Frequencies are checked with a chi-square test at a false-failure rate of
+``helpers.FALSE_FAILURE``; proportions with binomial standard errors.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from gradest._src.samplers import _log_uniform_ids
+from gradest.samplers import (
+  Candidates,
+  LogUniformSampler,
+  UniformSampler,
+  UnigramSampler,
+  accidental_hits,
+  log_expected_count,
+  sample_candidates,
+  unigram_sampler,
+)
+
+from .helpers import FALSE_FAILURE, z_value
+
+V = 50
+ZIPF = 1000.0 / np.arange(1, V + 1) ** 1.1  # word-count-like weights
+
+
+def samplers():
+  return {
+    "uniform": UniformSampler(V),
+    "log_uniform": LogUniformSampler(V),
+    "unigram": unigram_sampler(ZIPF, 0.75),
+  }
+
+
+def implied_distribution(sampler: UnigramSampler) -> np.ndarray:
+  """The distribution an alias table samples: bucket b gives b or alias[b]."""
+  threshold = np.asarray(sampler.threshold, np.float64)
+  mass = threshold.copy()
+  np.add.at(mass, np.asarray(sampler.alias), 1.0 - threshold)
+  return mass / threshold.shape[0]
+
+
+def assert_chi_square(ids, probs, num_checks: int = 1):
+  probs = np.asarray(probs, np.float64)
+  counts = np.bincount(np.asarray(ids).ravel(), minlength=probs.shape[0])
+  n = counts.sum()
+  assert np.all(counts[probs == 0] == 0), "a class of probability 0 was drawn"
+  keep = probs > 0
+  expected = n * probs[keep]
+  statistic = np.sum((counts[keep] - expected) ** 2 / expected)
+  dof = keep.sum() - 1
+  threshold = stats.chi2.ppf(1.0 - FALSE_FAILURE / num_checks, dof)
+  assert statistic < threshold, f"chi-square {statistic:.1f} >= {threshold:.1f} ({dof} dof)"
+
+
+@pytest.mark.parametrize("num_classes", [1, 2, 3, 7, 50, 1000])
+def test_alias_table_is_exact(num_classes):
+  rng = np.random.default_rng(num_classes)
+  for power in (0.0, 0.75, 1.0):
+    for _ in range(5):
+      weights = rng.gamma(0.3, size=num_classes) * (rng.random(num_classes) > 0.3)
+      weights[rng.integers(num_classes)] += 1.0
+      sampler = unigram_sampler(weights, power)
+      expected = np.where(weights > 0, weights ** power, 0.0)
+      expected /= expected.sum()
+      np.testing.assert_allclose(np.asarray(sampler.probs(), np.float64), expected, atol=1e-7)
+      np.testing.assert_allclose(implied_distribution(sampler), expected, atol=1e-6)
+
+
+def test_alias_table_under_jit_matches_numpy():
+  weights = jnp.asarray(ZIPF, jnp.float32)
+  traced = jax.jit(unigram_sampler, static_argnums=1)(weights, 0.75)
+  concrete = unigram_sampler(ZIPF, 0.75)
+  np.testing.assert_allclose(implied_distribution(traced), concrete.probs(), atol=2e-6)
+  # A traced power too.
+  traced = jax.jit(unigram_sampler)(weights, jnp.float32(0.75))
+  np.testing.assert_allclose(implied_distribution(traced), concrete.probs(), atol=2e-6)
+
+
+def test_probs_sum_to_one_and_match_formulas():
+  s = samplers()
+  for sampler in s.values():
+    assert float(jax.nn.logsumexp(sampler.log_prob(jnp.arange(V)))) == pytest.approx(0, abs=1e-6)
+  w = np.arange(V)
+  np.testing.assert_allclose(
+    s["log_uniform"].probs(), np.log((w + 2) / (w + 1)) / np.log(V + 1), rtol=1e-5
+  )
+  np.testing.assert_allclose(s["uniform"].probs(), np.full(V, 1 / V), rtol=1e-6)
+
+
+def test_sampler_frequencies_chi_square():
+  s = samplers()
+  keys = jax.random.split(jax.random.key(0), len(s))
+  for key, sampler in zip(keys, s.values(), strict=True):
+    ids = jax.jit(lambda k, smp: smp.sample(k, (200_000,)))(key, sampler)
+    assert ids.dtype == jnp.int32 and ids.shape == (200_000,)
+    assert_chi_square(ids, sampler.probs(), num_checks=len(s))
+
+
+def test_log_uniform_tail_at_a_million_classes():
+  """The rarest half of a 10^6 vocabulary gets its exact mass (32-bit uniforms)."""
+  num_classes, n = 1_000_000, 2_000_000
+  sampler = LogUniformSampler(num_classes)
+  ids = np.asarray(jax.jit(lambda k: sampler.sample(k, (n,)))(jax.random.key(1)))
+  assert ids.min() >= 0 and ids.max() < num_classes
+  z = z_value(3)
+  for lo, hi in [(500_000, 1_000_000), (900_000, 1_000_000), (999_000, 1_000_000)]:
+    p = (math.log(hi + 1) - math.log(lo + 1)) / math.log(num_classes + 1)
+    frac = np.mean((ids >= lo) & (ids < hi))
+    assert abs(frac - p) <= z * math.sqrt(p * (1 - p) / n), (lo, hi, frac, p)
+
+
+def test_log_uniform_inversion_resolves_the_tail():
+  """Each id of the rarest tail of a 10^6 vocabulary gets its share of the random inputs.
+
+  Sweeping every value of the 24 fractional bits over two adjacent top blocks, the ids
+  are monotone in the input and each id wholly inside gets ``2^38 q(w)`` inputs to
+  0.1% (a float32 ``exp(u log(V + 1))`` misses by 20% on average there).
+  """
+  num_classes = 1_000_000
+  top = 2**14 - 2
+  fraction = jnp.arange(2**24, dtype=jnp.uint32) << 8
+  invert = jax.jit(_log_uniform_ids, static_argnums=2)
+  ids = np.concatenate(
+    [
+      np.asarray(invert(jnp.full(fraction.shape, j << 18, jnp.uint32), fraction, num_classes))
+      for j in (top, top + 1)
+    ]
+  )
+  assert np.all(np.diff(ids) >= 0) and ids.max() == num_classes - 1
+  counts = np.bincount(ids, minlength=num_classes)
+  inner = np.arange(ids.min() + 1, ids.max())
+  expected = 2.0**38 * np.asarray(LogUniformSampler(num_classes).probs(), np.float64)[inner]
+  assert inner.size > 1000
+  assert np.max(np.abs(counts[inner] - expected) / expected) < 1e-3
+
+
+def test_expected_counts_with_replacement():
+  sampler = unigram_sampler(ZIPF, 0.75)
+  ids = jnp.arange(V)
+  np.testing.assert_allclose(sampler.expected_count(ids, 64), 64 * sampler.probs(), rtol=1e-5)
+  np.testing.assert_allclose(
+    log_expected_count(jnp.log(0.25), 3, unique=True), math.log(1 - 0.75**3), rtol=1e-6
+  )
+  # Monte Carlo: the mean number of copies of each class among 64 draws.
+  draws = sampler.sample(jax.random.key(2), (4000, 64))
+  counts = np.stack([np.bincount(row, minlength=V) for row in np.asarray(draws)])
+  mean, se = counts.mean(0), counts.std(0, ddof=1) / math.sqrt(counts.shape[0])
+  expected = np.asarray(sampler.expected_count(ids, 64))
+  assert np.all(np.abs(mean - expected) <= z_value(V) * se + 1e-9)
+
+
+def test_unique_candidates_are_a_sample_without_replacement():
+  """Inclusion probabilities against the exact ones of successive sampling (V=5, k=2)."""
+  probs = np.array([0.4, 0.3, 0.15, 0.1, 0.05])
+  sampler = unigram_sampler(probs, 1.0)
+  labels = jnp.zeros((1, 1), jnp.int32)
+  reps = 20_000
+  draw = jax.jit(jax.vmap(lambda k: sample_candidates(sampler, k, labels, 2, unique=True)))
+  c = draw(jax.random.split(jax.random.key(3), reps))
+  ids = np.asarray(c.sampled)
+  assert np.all(ids[:, 0] != ids[:, 1])
+  inclusion = np.zeros(5)
+  for w in range(5):
+    inclusion[w] = np.mean(np.any(ids == w, axis=1))
+  exact = probs + np.array(
+    [sum(probs[u] * probs[w] / (1 - probs[u]) for u in range(5) if u != w) for w in range(5)]
+  )
+  se = np.sqrt(exact * (1 - exact) / reps)
+  assert np.all(np.abs(inclusion - exact) <= z_value(5) * se), (inclusion, exact)
+  # The first candidate is a plain draw from q.
+  assert_chi_square(ids[:, 0], probs)
+
+
+def test_unique_number_of_tries():
+  """Uniform V=10, k=5: E[tries] = sum_i 10 / (10 - i) (coupon collector)."""
+  sampler = UniformSampler(10)
+  labels = jnp.zeros((1, 1), jnp.int32)
+  reps = 5000
+  draw = jax.jit(jax.vmap(lambda k: sample_candidates(sampler, k, labels, 5, unique=True)))
+  tries = np.asarray(draw(jax.random.split(jax.random.key(4), reps)).num_tries, np.float64)
+  expected = sum(10 / (10 - i) for i in range(5))
+  assert tries.min() >= 5
+  assert abs(tries.mean() - expected) <= z_value(1) * tries.std(ddof=1) / math.sqrt(reps)
+
+
+def test_unique_expected_counts_against_monte_carlo():
+  """TensorFlow's rule 1 - (1 - q)^tries against inclusion frequencies.
+
+  The rule takes the number of tries as given, which over-states the inclusion of the
+  few classes whose expected count is near 1 or above (at V=200, k=16, log-uniform:
+  the most frequent class is included 92.8% of the time, against 93.9% predicted); for
+  the classes the losses mostly see, with expected counts below 1/2, it is exact within
+  the Monte Carlo error checked here.
+  """
+  num_classes, k, reps = 200, 16, 20_000
+  sampler = LogUniformSampler(num_classes)
+  labels = jnp.zeros((1, 1), jnp.int32)
+  draw = jax.jit(jax.vmap(lambda key: sample_candidates(sampler, key, labels, k, unique=True)))
+  c = draw(jax.random.split(jax.random.key(5), reps))
+  ids = np.asarray(c.sampled)
+  included = np.zeros((reps, num_classes))
+  np.put_along_axis(included, ids, 1.0, axis=1)
+  assert np.all(included.sum(1) == k)  # k distinct ids per set
+  # The expected counts returned for the sampled ids follow the rule with num_tries.
+  q = np.asarray(sampler.probs(), np.float64)
+  tries = np.asarray(c.num_tries, np.float64)
+  rule = 1.0 - (1.0 - q[ids]) ** tries[:, None]
+  np.testing.assert_allclose(np.exp(c.sampled_log_expected_count), rule, rtol=2e-4)
+  predicted = np.mean(1.0 - (1.0 - q[None, :]) ** tries[:, None], axis=0)
+  frequency = included.mean(0)
+  se = included.std(0, ddof=1) / math.sqrt(reps)
+  small = predicted < 0.5
+  assert small.sum() > 150
+  assert np.all(np.abs(frequency - predicted)[small] <= z_value(small.sum()) * se[small])
+
+
+def test_shared_and_per_example_shapes():
+  sampler = LogUniformSampler(1000)
+  labels = jnp.array([[1, 2], [3, 4], [5, 6]])
+  shared = sample_candidates(sampler, jax.random.key(0), labels, 8)
+  assert isinstance(shared, Candidates)
+  assert shared.sampled.shape == (8,) and shared.sampled_log_expected_count.shape == (8,)
+  assert shared.true_log_expected_count.shape == (3, 2) and shared.num_tries.shape == ()
+  per = sample_candidates(sampler, jax.random.key(0), labels, 8, shared_negatives=False)
+  assert per.sampled.shape == (3, 8) and per.num_tries.shape == (3,)
+  assert per.true_log_expected_count.shape == (3, 2)
+  np.testing.assert_allclose(
+    per.true_log_expected_count, jnp.log(8.0) + sampler.log_prob(labels), rtol=1e-6
+  )
+  # Per-example sets differ from one another.
+  assert len({tuple(row) for row in np.asarray(per.sampled).tolist()}) == 3
+
+
+@pytest.mark.parametrize("unique", [False, True])
+def test_exclude_true_labels(unique):
+  sampler = unigram_sampler(ZIPF, 0.75)
+  labels = jnp.array([[0], [1], [0]])  # the two most frequent classes; one repeated
+  reps = 4000
+  draw = jax.jit(
+    jax.vmap(
+      lambda k: sample_candidates(sampler, k, labels, 10, unique=unique, exclude_true=True)
+    )
+  )
+  c = draw(jax.random.split(jax.random.key(6), reps))
+  ids = np.asarray(c.sampled)
+  assert not np.isin(ids, [0, 1]).any()
+  q = np.asarray(sampler.probs(), np.float64)
+  restricted = q.copy()
+  restricted[[0, 1]] = 0.0
+  restricted /= restricted.sum()
+  if not unique:
+    assert_chi_square(ids, restricted)
+    np.testing.assert_allclose(
+      np.exp(c.sampled_log_expected_count), 10 * restricted[ids], rtol=1e-4
+    )
+  else:
+    assert_chi_square(ids[:, 0], restricted)  # the first draw follows q restricted
+    assert all(len(set(row)) == 10 for row in ids.tolist())
+  # The true labels keep the unrestricted noise density.
+  expected_true = log_expected_count(
+    sampler.log_prob(labels)[None], c.num_tries[:, None, None], unique=unique
+  )
+  np.testing.assert_allclose(c.true_log_expected_count, expected_true, rtol=1e-5, atol=1e-6)
+  # Per example: an example's own labels are excluded, the others' may be drawn.
+  per = sample_candidates(
+    sampler, jax.random.key(7), labels, 200, unique=False, shared_negatives=False,
+    exclude_true=True,
+  )
+  for row, label in zip(np.asarray(per.sampled), np.asarray(labels)[:, 0], strict=True):
+    assert label not in row
+  assert 1 in np.asarray(per.sampled)[0]
+
+
+def test_accidental_hits():
+  labels = jnp.array([[1, 4], [2, 3]])
+  hits = accidental_hits(labels, jnp.array([4, 2, 9]))
+  assert hits.tolist() == [[True, False, False], [False, True, False]]
+  per = accidental_hits(labels, jnp.array([[1, 1, 0], [3, 0, 0]]))
+  assert per.tolist() == [[True, True, False], [True, False, False]]
+  with pytest.raises(ValueError, match="sampled must have shape"):
+    accidental_hits(labels, jnp.zeros((3, 3), jnp.int32))
+
+
+def test_jit_and_vmap():
+  for sampler in samplers().values():
+    ids = jax.jit(lambda k, s: s.sample(k, (4, 3)))(jax.random.key(0), sampler)
+    assert ids.shape == (4, 3)
+    keys = jax.random.split(jax.random.key(1), 3)
+    batched = jax.vmap(lambda k, s: s.sample(k, (5,)), in_axes=(0, None))(keys, sampler)
+    assert batched.shape == (3, 5)
+    lp = jax.jit(lambda s, i: s.log_prob(i))(sampler, ids)
+    assert lp.shape == (4, 3) and lp.dtype == jnp.float32
+    # Same key, same draws.
+    np.testing.assert_array_equal(sampler.sample(jax.random.key(0), (4, 3)), ids)
+  labels = jnp.array([[1], [2]])
+  c = jax.jit(
+    lambda k, s: sample_candidates(s, k, labels, 6, unique=True, exclude_true=True)
+  )(jax.random.key(0), LogUniformSampler(V))
+  assert c.sampled.shape == (6,)
+
+
+def test_bad_input():
+  with pytest.raises(ValueError, match="counts must be nonnegative"):
+    unigram_sampler(np.array([1.0, -2.0, 3.0]))
+  with pytest.raises(ValueError, match="power must be"):
+    unigram_sampler(ZIPF, -0.5)
+  with pytest.raises(ValueError, match="counts must have shape"):
+    unigram_sampler(np.ones((3, 3)))
+  with pytest.raises(ValueError, match="at least one positive"):
+    unigram_sampler(np.zeros(4))
+  with pytest.raises(ValueError, match="num_classes must be >= 1"):
+    UniformSampler(0)
+  with pytest.raises(TypeError, match="num_classes must be a Python int"):
+    LogUniformSampler(10.5)
+  sampler = UniformSampler(10)
+  labels = jnp.array([[1], [2]])
+  with pytest.raises(ValueError, match="num_sampled must be >= 1"):
+    sample_candidates(sampler, jax.random.key(0), labels, 0)
+  with pytest.raises(TypeError, match="num_sampled must be a Python int"):
+    sample_candidates(sampler, jax.random.key(0), labels, 2.0)
+  with pytest.raises(ValueError, match="num_sampled must be <= 10 for unique"):
+    sample_candidates(sampler, jax.random.key(0), labels, 11, unique=True)
+  with pytest.raises(ValueError, match="minus 2 excluded"):
+    sample_candidates(sampler, jax.random.key(0), labels, 9, unique=True, exclude_true=True)
+  with pytest.raises(ValueError, match=r"labels must lie in \[0, num_classes\)"):
+    sample_candidates(sampler, jax.random.key(0), jnp.array([[10]]), 2)
+  with pytest.raises(TypeError, match="labels must be integer"):
+    sample_candidates(sampler, jax.random.key(0), jnp.array([[1.0]]), 2)
+  with pytest.raises(TypeError, match="sampler must be a gradest sampler"):
+    sample_candidates(object(), jax.random.key(0), labels, 2)
+  with pytest.raises(TypeError, match="key must be a JAX PRNG key"):
+    sampler.sample(0, (3,))
