@@ -1,0 +1,363 @@
+r"""Sampled losses against the full softmax, and candidate samplers, at large vocabularies.
+
+Run with ``python -m benchmarks.nce`` (``--help`` lists the flags).
+
+**(a) Loss and gradient time** of a linear output layer ``(V, d)`` over a batch of
+``B`` hidden vectors, for ``V`` in ``--vocab`` (default 10^4, 10^5, 10^6), ``d = 128``,
+``B = 1024``, ``k = 64`` negatives:
+
+* ``full_softmax``: :func:`gradest.full_softmax_loss` and its gradient with respect to
+  the hidden vectors, the weights and the biases (a ``B x V`` product each way);
+* ``<loss>/dense``: :func:`gradest.sampled_logits_loss` (one set of ``k`` negatives
+  shared by the batch, TensorFlow's defaults: unique candidates from the log-uniform
+  sampler) and ``jax.grad`` with respect to the same three arrays — JAX's gradient of
+  the table is a dense ``(V, d)`` array, so this still grows with ``V``;
+* ``<loss>/sparse``: the whole SGD step as large-vocabulary training runs it — the
+  candidates, the loss, the gradient with respect to the *gathered rows* only, and the
+  update ``W.at[ids].add(-lr g)`` in a jitted step with the tables donated (updated in
+  place): its cost does not depend on ``V``.
+
+Times are seconds per call measured interleaved (the functions take turns, so drift in
+the machine's load hits all of them alike); the table reports the median and the ratio
+of the full softmax's time to each.
+
+**(b) Sampler throughput** at ``V = --sampler-vocab`` (default 10^6): draws per second
+of the alias-method unigram sampler, the log-uniform sampler and the uniform one against
+``jax.random.categorical`` (which perturbs all ``V`` logits for every draw, so it can
+only be run for small draw counts) and ``jax.random.choice(p=...)`` (an ``O(V)``
+cumulative sum per call, then a binary search per draw), each at the draw counts in
+``--draws`` that fit in memory.
+
+Outputs (in ``--out``): ``nce_time.csv``, ``nce_samplers.csv``, ``nce.json`` and
+``nce.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import functools
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import gradest
+from benchmarks.speed import time_interleaved
+from gradest.samplers import (
+  LogUniformSampler,
+  UniformSampler,
+  sample_candidates,
+  unigram_sampler,
+)
+
+LOSSES = ("sampled_softmax", "nce", "negative_sampling", "ranking_nce")
+
+
+def make_layer(num_classes: int, dim: int, batch: int, seed: int = 0):
+  k = jax.random.split(jax.random.key(seed), 4)
+  weights = 0.05 * jax.random.normal(k[0], (num_classes, dim))
+  biases = jnp.zeros((num_classes,))
+  hidden = jax.random.normal(k[1], (batch, dim))
+  # Zipf-like labels: ids sorted by decreasing frequency, as the log-uniform sampler assumes.
+  labels = LogUniformSampler(num_classes).sample(k[2], (batch,))
+  return hidden, weights, biases, labels
+
+
+def full_softmax_step():
+  def loss(hidden, weights, biases, labels):
+    return gradest.full_softmax_loss(hidden, weights, biases, labels).mean()
+
+  return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))
+
+
+def dense_step(loss_name: str, sampler, num_sampled: int):
+  def loss(hidden, weights, biases, labels, key):
+    return gradest.sampled_logits_loss(
+      hidden, weights, biases, labels, key, sampler=sampler, num_sampled=num_sampled,
+      loss=loss_name,
+    ).mean()
+
+  return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))
+
+
+def sparse_step(loss_name: str, sampler, num_sampled: int, learning_rate: float = 0.1):
+  """One SGD step that touches only the true and sampled rows (tables donated)."""
+
+  def step(weights, biases, hidden, labels, key):
+    c = sample_candidates(sampler, key, labels[:, None], num_sampled, unique=True)
+    ids = jnp.concatenate([labels, c.sampled])
+    rows, row_biases = weights[ids], biases[ids]
+    b = labels.shape[0]
+
+    def loss(hidden, rows, row_biases):
+      true = jnp.sum(hidden * rows[:b], axis=-1, keepdims=True) + row_biases[:b, None]
+      sampled = hidden @ rows[b:].T + row_biases[b:]
+      softmax = loss_name in ("sampled_softmax", "ranking_nce")
+      mask = ~gradest.samplers.accidental_hits(labels[:, None], c.sampled) if softmax else None
+      if loss_name == "negative_sampling":
+        per_example = gradest.negative_sampling_loss(true, sampled, sampled_mask=mask)
+      else:
+        fn = {
+          "nce": gradest.nce_loss,
+          "sampled_softmax": gradest.sampled_softmax_loss,
+          "ranking_nce": gradest.ranking_nce_loss,
+        }[loss_name]
+        per_example = fn(
+          true, sampled, c.true_log_expected_count, c.sampled_log_expected_count,
+          sampled_mask=mask,
+        )
+      return per_example.mean()
+
+    value, (g_hidden, g_rows, g_biases) = jax.value_and_grad(loss, argnums=(0, 1, 2))(
+      hidden, rows, row_biases
+    )
+    weights = weights.at[ids].add(-learning_rate * g_rows)
+    biases = biases.at[ids].add(-learning_rate * g_biases)
+    return weights, biases, value, g_hidden
+
+  return jax.jit(step, donate_argnums=(0, 1))
+
+
+class Stateful:
+  """Calls a donating step, feeding the updated tables back in (a training loop)."""
+
+  def __init__(self, step, weights, biases, *args):
+    self.step, self.weights, self.biases, self.args = step, weights.copy(), biases.copy(), args
+
+  def __call__(self):
+    self.weights, self.biases, value, g_hidden = self.step(self.weights, self.biases, *self.args)
+    return value, g_hidden
+
+
+def _time_first(fn) -> float:
+  start = time.perf_counter()
+  jax.block_until_ready(fn())
+  return time.perf_counter() - start
+
+
+def time_vocab(num_classes: int, args, progress) -> list[dict[str, Any]]:
+  hidden, weights, biases, labels = make_layer(num_classes, args.dim, args.batch)
+  sampler = LogUniformSampler(num_classes)
+  key = jax.random.key(1)
+  fns = {"full_softmax": functools.partial(full_softmax_step(), hidden, weights, biases, labels)}
+  for name in args.losses:
+    fns[f"{name}/dense"] = functools.partial(
+      dense_step(name, sampler, args.num_sampled), hidden, weights, biases, labels, key
+    )
+    fns[f"{name}/sparse"] = Stateful(
+      sparse_step(name, sampler, args.num_sampled), weights, biases, hidden, labels, key
+    )
+  first = {}
+  for name, fn in fns.items():
+    _time_first(fn)  # compile
+    first[name] = _time_first(fn)
+  wrapped = {name: (lambda fn=fn: fn()) for name, fn in fns.items()}
+  times = time_interleaved(
+    wrapped, (), args.repeats, args.min_time, first, budget=args.budget, min_repeats=3
+  )
+  full = float(np.median(times["full_softmax"]))
+  rows = []
+  for name, ts in times.items():
+    median = float(np.median(ts))
+    loss, _, mode = name.partition("/")
+    rows.append(
+      dict(
+        vocab=num_classes, method=name, loss=loss, mode=mode or "full", median_s=median,
+        min_s=float(np.min(ts)), repeats=len(ts), full_over_this=full / median,
+      )
+    )
+  progress(f"V={num_classes}: full softmax {full * 1e3:.1f} ms")
+  return rows
+
+
+def sampler_rows(args, progress) -> list[dict[str, Any]]:
+  v = args.sampler_vocab
+  counts = 1e6 / np.arange(1, v + 1) ** 1.07  # Zipf-like counts
+  alias = unigram_sampler(counts, 0.75)
+  probs = alias.probs()
+  logits = jnp.log(jnp.maximum(probs, 1e-30))
+  log_uniform, uniform = LogUniformSampler(v), UniformSampler(v)
+  methods = {
+    "unigram (alias)": lambda key, n: alias.sample(key, (n,)),
+    "log_uniform": lambda key, n: log_uniform.sample(key, (n,)),
+    "uniform": lambda key, n: uniform.sample(key, (n,)),
+    "jax.random.choice(p=)": lambda key, n: jax.random.choice(key, v, (n,), p=probs),
+    "jax.random.categorical": lambda key, n: jax.random.categorical(key, logits, shape=(n,)),
+  }
+  rows = []
+  key = jax.random.key(2)
+  for n in args.draws:
+    fns, first = {}, {}
+    for name, draw in methods.items():
+      if name == "jax.random.categorical" and n * v > args.categorical_max:
+        continue
+      fn = functools.partial(jax.jit(draw, static_argnums=1), key, n)
+      _time_first(fn)
+      first[name] = _time_first(fn)
+      fns[name] = fn
+    times = time_interleaved(
+      fns, (), args.repeats, args.min_time, first, budget=args.budget / len(args.draws)
+    )
+    for name, ts in times.items():
+      median = float(np.median(ts))
+      rows.append(
+        dict(vocab=v, method=name, draws=n, median_s=median, draws_per_s=n / median)
+      )
+    progress(f"sampler draws={n}: done")
+  # Ratios against the baselines at each draw count.
+  for row in rows:
+    same = {r["method"]: r for r in rows if r["draws"] == row["draws"]}
+    for base in ("jax.random.choice(p=)", "jax.random.categorical"):
+      if base in same:
+        key_name = "over_choice" if "choice" in base else "over_categorical"
+        row[key_name] = row["draws_per_s"] / same[base]["draws_per_s"]
+  return rows
+
+
+def format_time_table(rows) -> str:
+  vocabs = sorted({r["vocab"] for r in rows})
+  methods = list(dict.fromkeys(r["method"] for r in rows))
+  by = {(r["vocab"], r["method"]): r for r in rows}
+  head = "| method | " + " | ".join(f"V={v:.0e} ms (full/this)" for v in vocabs) + " |"
+  lines = [head, "|" + "---|" * (len(vocabs) + 1)]
+  for m in methods:
+    cells = []
+    for v in vocabs:
+      r = by.get((v, m))
+      cells.append("" if r is None else f"{r['median_s'] * 1e3:.2f} ({r['full_over_this']:.1f}x)")
+    lines.append(f"| {m} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def format_sampler_table(rows) -> str:
+  lines = [
+    "| sampler | draws | ms per call | draws/s | vs choice(p=) | vs categorical |",
+    "|---|---|---|---|---|---|",
+  ]
+  for r in rows:
+    vc = f"{r['over_choice']:.1f}x" if "over_choice" in r else ""
+    vg = f"{r['over_categorical']:.0f}x" if "over_categorical" in r else ""
+    lines.append(
+      f"| {r['method']} | {r['draws']} | {r['median_s'] * 1e3:.3f} | {r['draws_per_s']:.3g} "
+      f"| {vc} | {vg} |"
+    )
+  return "\n".join(lines)
+
+
+def _write_csv(rows, path):
+  columns = list(dict.fromkeys(k for r in rows for k in r))
+  with open(path, "w", newline="") as fh:
+    writer = csv.DictWriter(fh, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+
+
+def plot(time_rows, sampler_rows_, path):
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+  methods = list(dict.fromkeys(r["method"] for r in time_rows))
+  for m in methods:
+    rs = sorted((r for r in time_rows if r["method"] == m), key=lambda r: r["vocab"])
+    style = "-" if "sparse" in m else ("--" if "dense" in m else "k-")
+    ax1.plot(
+      [r["vocab"] for r in rs], [r["median_s"] * 1e3 for r in rs], style, marker="o", label=m,
+      linewidth=2.5 if m == "full_softmax" else 1.2,
+    )
+  ax1.set(xscale="log", yscale="log", xlabel="vocabulary size V", ylabel="ms per loss + gradient",
+          title="Output layer: full softmax vs sampled losses")
+  ax1.legend(fontsize=7)
+  samplers = list(dict.fromkeys(r["method"] for r in sampler_rows_))
+  for s in samplers:
+    rs = sorted((r for r in sampler_rows_ if r["method"] == s), key=lambda r: r["draws"])
+    ax2.plot([r["draws"] for r in rs], [r["draws_per_s"] for r in rs], marker="o", label=s)
+  v = sampler_rows_[0]["vocab"] if sampler_rows_ else 0
+  ax2.set(xscale="log", yscale="log", xlabel="draws per call", ylabel="draws per second",
+          title=f"Samplers at V={v:.0e}")
+  ax2.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+  return tuple(int(float(x)) for x in text.split(","))
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  p.add_argument("--vocab", type=_int_list, default=(10_000, 100_000, 1_000_000),
+                 help="vocabulary sizes, comma-separated (default 1e4,1e5,1e6)")
+  p.add_argument("--dim", type=int, default=128)
+  p.add_argument("--batch", type=int, default=1024)
+  p.add_argument("--num-sampled", type=int, default=64)
+  p.add_argument("--losses", nargs="+", choices=LOSSES, default=list(LOSSES))
+  p.add_argument("--sampler-vocab", type=int, default=1_000_000)
+  p.add_argument("--draws", type=_int_list, default=(256, 65_536, 1_048_576),
+                 help="draw counts per call for the sampler benchmark")
+  p.add_argument("--categorical-max", type=float, default=2**28,
+                 help="largest draws x V for jax.random.categorical (it builds that many "
+                 "Gumbel perturbations per call)")
+  p.add_argument("--repeats", type=int, default=7, help="interleaved measurements per function")
+  p.add_argument("--min-time", type=float, default=0.05,
+                 help="seconds a measurement of the fastest function lasts at least")
+  p.add_argument("--budget", type=float, default=60.0,
+                 help="seconds of timing per vocabulary size (slow cells repeat less)")
+  p.add_argument("--quick", action="store_true", help="tiny sizes (for the tests)")
+  p.add_argument("--quiet", action="store_true")
+  p.add_argument("--out", default=os.path.join("bench_out", "nce"))
+  args = p.parse_args(argv)
+  if args.quick:
+    args.vocab, args.dim, args.batch, args.num_sampled = (1_000, 10_000), 16, 64, 8
+    args.losses = ["sampled_softmax", "nce"]
+    args.sampler_vocab, args.draws, args.categorical_max = 2_000, (64, 4096), 2**18
+    args.repeats, args.min_time, args.budget = 3, 0.005, 2.0
+  return args
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+  args = parse_args(argv)
+  os.makedirs(args.out, exist_ok=True)
+
+  def progress(msg):
+    if not args.quiet:
+      print(msg, file=sys.stderr, flush=True)
+
+  start = time.perf_counter()
+  time_rows = []
+  for v in args.vocab:
+    time_rows += time_vocab(v, args, progress)
+  samplers_ = sampler_rows(args, progress)
+  _write_csv(time_rows, os.path.join(args.out, "nce_time.csv"))
+  _write_csv(samplers_, os.path.join(args.out, "nce_samplers.csv"))
+  config = {k: v for k, v in vars(args).items()}
+  result = dict(
+    config=config, time=time_rows, samplers=samplers_, seconds=time.perf_counter() - start,
+    device=str(jax.devices()[0]),
+  )
+  with open(os.path.join(args.out, "nce.json"), "w") as fh:
+    json.dump(result, fh, indent=1, default=list)
+  plot(time_rows, samplers_, os.path.join(args.out, "nce.png"))
+  if not args.quiet:
+    print(f"Loss + gradient, d={args.dim}, B={args.batch}, k={args.num_sampled} "
+          f"(median ms; full-softmax time over this):")
+    print(format_time_table(time_rows))
+    print()
+    print(f"Samplers at V={args.sampler_vocab}:")
+    print(format_sampler_table(samplers_))
+    print(f"\n{result['seconds']:.0f} s; results in {args.out}")
+  return result
+
+
+if __name__ == "__main__":
+  main()
