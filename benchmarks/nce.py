@@ -160,7 +160,7 @@ def time_vocab(num_classes: int, args, progress) -> list[dict[str, Any]]:
     first[name] = _time_first(fn)
   wrapped = {name: (lambda fn=fn: fn()) for name, fn in fns.items()}
   times = time_interleaved(
-    wrapped, (), args.repeats, args.min_time, first, budget=args.budget, min_repeats=3
+    wrapped, (), args.repeats, args.min_time, first, budget=args.budget, same_number=False
   )
   full = float(np.median(times["full_softmax"]))
   rows = []
@@ -203,7 +203,8 @@ def sampler_rows(args, progress) -> list[dict[str, Any]]:
       first[name] = _time_first(fn)
       fns[name] = fn
     times = time_interleaved(
-      fns, (), args.repeats, args.min_time, first, budget=args.budget / len(args.draws)
+      fns, (), args.repeats, args.min_time, first, budget=args.budget / len(args.draws),
+      same_number=False,
     )
     for name, ts in times.items():
       median = float(np.median(ts))

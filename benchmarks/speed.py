@@ -447,18 +447,27 @@ def time_interleaved(
   first_call: dict[str, float],
   budget: float = math.inf,
   min_repeats: int = 3,
+  same_number: bool = True,
 ) -> dict[str, list[float]]:
   """Seconds per call of each function, ``repeats`` measurements each, interleaved.
 
   The functions run in a rotating order within every repeat. Each measurement makes
-  ``number`` calls, the same for all functions, chosen from ``first_call`` (seconds of
-  a first, warm call) so that the fastest one lasts at least ``min_time``. Slow cells
-  take fewer repeats (but at least ``min_repeats``) so that all of them together last
-  about ``budget`` seconds.
+  ``number`` calls, chosen from ``first_call`` (seconds of a first, warm call) so that
+  the fastest function's measurement lasts at least ``min_time``; that ``number`` is
+  the same for all functions, or with ``same_number=False`` chosen for each function
+  alone (for functions whose times differ by orders of magnitude). Slow cells take
+  fewer repeats (but at least ``min_repeats``) so that all of them together last about
+  ``budget`` seconds.
   """
-  fastest = max(min(first_call.values()), 1e-7)
-  number = int(min(1000, max(1, math.ceil(min_time / fastest))))
-  per_repeat = number * sum(first_call.values())
+
+  def calls(seconds: float) -> int:
+    return int(min(1000, max(1, math.ceil(min_time / max(seconds, 1e-7)))))
+
+  fastest = min(first_call.values())
+  number = {
+    name: calls(fastest if same_number else first_call[name]) for name in first_call
+  }
+  per_repeat = sum(number[name] * first_call[name] for name in first_call)
   if per_repeat * repeats > budget:
     repeats = max(min(repeats, min_repeats), int(budget // per_repeat))
   names = list(fns)
@@ -466,7 +475,7 @@ def time_interleaved(
   for r in range(repeats):
     shift = r % len(names)
     for name in names[shift:] + names[:shift]:
-      times[name].append(_timed(fns[name], args, number))
+      times[name].append(_timed(fns[name], args, number[name]))
   return times
 
 

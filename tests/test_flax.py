@@ -133,7 +133,7 @@ def test_bad_input():
   params = layer.init(jax.random.key(0), x, labels, deterministic=True)
   with pytest.raises(Exception, match="sampling"):
     layer.apply(params, x, labels, deterministic=False)  # no rng for the negatives
-  with pytest.raises(ValueError, match="num_sampled must be an int >= 1"):
+  with pytest.raises(ValueError, match="num_sampled must be >= 1"):
     NNXSampledOutput(D, V, num_sampled=0, rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match="labels must lie in"):
     NNXSampledOutput(D, V, rngs=nnx.Rngs(0))(x, labels.at[0].set(V))

@@ -44,7 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradest._src.base import Array, check_key
+from gradest._src.base import Array, check_key, check_positive_int
 
 Shape = int | Sequence[int]
 
@@ -56,14 +56,7 @@ def _shape(shape: Shape) -> tuple[int, ...]:
 
 
 def check_num_classes(num_classes: Any) -> int:
-  try:
-    n = operator.index(num_classes)
-  except TypeError:
-    raise TypeError(
-      f"num_classes must be a Python int, got {type(num_classes).__name__}."
-    ) from None
-  if n < 1:
-    raise ValueError(f"num_classes must be >= 1, got {n}.")
+  n = check_positive_int(num_classes, "num_classes")
   if n >= 2**31:
     raise ValueError(f"num_classes must be < 2**31 (int32 class ids), got {n}.")
   return n
@@ -583,14 +576,7 @@ def sample_candidates(
   check_key(key)
   num_classes = sampler.num_classes
   labels = check_labels(labels, num_classes)
-  try:
-    k = operator.index(num_sampled)
-  except TypeError:
-    raise TypeError(
-      f"num_sampled must be a Python int (static), got {type(num_sampled).__name__}."
-    ) from None
-  if k < 1:
-    raise ValueError(f"num_sampled must be >= 1, got {k}.")
+  k = check_positive_int(num_sampled, "num_sampled")
   batch_shape = labels.shape[:-1]
   per_set_excluded = labels.size if shared_negatives else labels.shape[-1]
   available = num_classes - (per_set_excluded if exclude_true else 0)

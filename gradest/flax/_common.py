@@ -7,6 +7,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from gradest._src.base import check_positive_int
 from gradest._src.nce import LOSSES, full_softmax_loss, sampled_logits_loss
 from gradest._src.samplers import LogUniformSampler, Sampler, check_num_classes
 
@@ -21,8 +22,7 @@ def check_config(num_classes: Any, num_sampled: Any, sampler: Any, loss: str) ->
   num_classes = check_num_classes(num_classes)
   if loss not in LOSSES:
     raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}.")
-  if not isinstance(num_sampled, int) or num_sampled < 1:
-    raise ValueError(f"num_sampled must be an int >= 1, got {num_sampled!r}.")
+  check_positive_int(num_sampled, "num_sampled")
   if sampler is None:
     return LogUniformSampler(num_classes)
   if not isinstance(sampler, Sampler):
