@@ -183,22 +183,25 @@ def sampler_rows(args, progress) -> list[dict[str, Any]]:
   alias = unigram_sampler(counts, 0.75)
   probs = alias.probs()
   logits = jnp.log(jnp.maximum(probs, 1e-30))
-  log_uniform, uniform = LogUniformSampler(v), UniformSampler(v)
+  # Everything a draw reads is an argument of the jitted function, not a closed-over
+  # constant: XLA would otherwise precompute choice's cumulative sum at compile time.
   methods = {
-    "unigram (alias)": lambda key, n: alias.sample(key, (n,)),
-    "log_uniform": lambda key, n: log_uniform.sample(key, (n,)),
-    "uniform": lambda key, n: uniform.sample(key, (n,)),
-    "jax.random.choice(p=)": lambda key, n: jax.random.choice(key, v, (n,), p=probs),
-    "jax.random.categorical": lambda key, n: jax.random.categorical(key, logits, shape=(n,)),
+    "unigram (alias)": (lambda key, s, n: s.sample(key, (n,)), alias),
+    "log_uniform": (lambda key, s, n: s.sample(key, (n,)), LogUniformSampler(v)),
+    "uniform": (lambda key, s, n: s.sample(key, (n,)), UniformSampler(v)),
+    "jax.random.choice(p=)": (lambda key, p, n: jax.random.choice(key, v, (n,), p=p), probs),
+    "jax.random.categorical": (
+      lambda key, lg, n: jax.random.categorical(key, lg, shape=(n,)), logits
+    ),
   }
   rows = []
   key = jax.random.key(2)
   for n in args.draws:
     fns, first = {}, {}
-    for name, draw in methods.items():
+    for name, (draw, data) in methods.items():
       if name == "jax.random.categorical" and n * v > args.categorical_max:
         continue
-      fn = functools.partial(jax.jit(draw, static_argnums=1), key, n)
+      fn = functools.partial(jax.jit(draw, static_argnums=2), key, data, n)
       _time_first(fn)
       first[name] = _time_first(fn)
       fns[name] = fn
@@ -314,6 +317,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                  help="seconds a measurement of the fastest function lasts at least")
   p.add_argument("--budget", type=float, default=60.0,
                  help="seconds of timing per vocabulary size (slow cells repeat less)")
+  p.add_argument("--parts", nargs="+", choices=("time", "samplers"), default=["time", "samplers"],
+                 help="which parts to run: (a) loss + gradient time, (b) samplers")
   p.add_argument("--quick", action="store_true", help="tiny sizes (for the tests)")
   p.add_argument("--quiet", action="store_true")
   p.add_argument("--out", default=os.path.join("bench_out", "nce"))
@@ -336,9 +341,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
   start = time.perf_counter()
   time_rows = []
-  for v in args.vocab:
-    time_rows += time_vocab(v, args, progress)
-  samplers_ = sampler_rows(args, progress)
+  if "time" in args.parts:
+    for v in args.vocab:
+      time_rows += time_vocab(v, args, progress)
+  samplers_ = sampler_rows(args, progress) if "samplers" in args.parts else []
   _write_csv(time_rows, os.path.join(args.out, "nce_time.csv"))
   _write_csv(samplers_, os.path.join(args.out, "nce_samplers.csv"))
   config = {k: v for k, v in vars(args).items()}

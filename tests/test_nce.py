@@ -323,7 +323,7 @@ def test_accidental_hits_are_removed_by_default_for_the_softmax_losses():
 # Consistency: NCE fits an unnormalized log-linear model and its log-partition.
 # -------------------------------------------------------------------------------------
 
-NUM_WORDS, NUM_FEATURES, NOISE_RATIO, REPLICATES = 50, 4, 5, 32
+NUM_WORDS, NUM_FEATURES, NOISE_RATIO, REPLICATES = 50, 4, 5, 24
 
 
 def log_linear_problem():
@@ -338,11 +338,11 @@ def log_linear_problem():
 def fit(objective, num_params, steps=15):
   """Damped Newton on a convex objective of a few parameters, from zero.
 
-  Each step takes the largest of the steps 1, 1/2, ..., 1/2^12 along the Newton
+  Each step takes the largest of the steps 1, 1/2, ..., 1/2^7 along the Newton
   direction that does not increase the objective.
   """
   grad, hess = jax.grad(objective), jax.hessian(objective)
-  scales = 0.5 ** jnp.arange(13.0)
+  scales = 0.5 ** jnp.arange(8.0)
 
   def newton(_, params):
     direction = jnp.linalg.solve(hess(params) + 1e-6 * jnp.eye(num_params), grad(params))
@@ -391,27 +391,28 @@ def test_nce_recovers_normalized_probabilities_and_log_partition():
   _, log_p, log_z, _ = log_linear_problem()
   p = np.exp(log_p)
   errors = {}
-  for num_data in (500, 8000):
+  for num_data in (300, 4800):
     probs, log_zs = nce_fits(num_data, jax.random.key(num_data))
     probs, log_zs = np.asarray(probs, np.float64), np.asarray(log_zs, np.float64)
-    # Unbiased (to O(1/n)) across replicates: the mean fit is within z standard errors.
+    # Consistent: the mean fit is within z standard errors of the truth (its O(1/n)
+    # finite-sample bias is far below the standard error of 24 replicates).
     se = probs.std(0, ddof=1) / math.sqrt(REPLICATES)
     z = z_value(NUM_WORDS + 1)
-    assert np.all(np.abs(probs.mean(0) - p) <= z * se + 2.0 / num_data), (num_data,)
+    assert np.all(np.abs(probs.mean(0) - p) <= z * se), (num_data,)
     se_z = log_zs.std(ddof=1) / math.sqrt(REPLICATES)
-    assert abs(log_zs.mean() - log_z) <= z * se_z + 2.0 / num_data
+    assert abs(log_zs.mean() - log_z) <= z * se_z
     # The learned model is normalized without ever summing over the classes.
-    np.testing.assert_allclose(probs.sum(1), 1.0, atol=0.1 if num_data == 500 else 0.03)
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=0.15 if num_data == 300 else 0.04)
     errors[num_data] = np.mean(np.sum((probs - p) ** 2, axis=1))
   # The error shrinks with the data: 16x the data, about 1/16 the squared error.
-  assert errors[8000] < errors[500] / 6, errors
+  assert errors[4800] < errors[300] / 6, errors
 
 
 def test_negative_sampling_does_not_recover_the_probabilities():
   """The same fit with negative sampling converges elsewhere: its bias does not shrink."""
   _, log_p, _, _ = log_linear_problem()
   p = np.exp(log_p)
-  probs, _ = nce_fits(8000, jax.random.key(1), loss_name="negative_sampling")
+  probs, _ = nce_fits(4800, jax.random.key(1), loss_name="negative_sampling")
   probs = np.asarray(probs, np.float64)
   se = probs.std(0, ddof=1) / math.sqrt(REPLICATES)
   assert np.max(np.abs(probs.mean(0) - p) / np.maximum(se, 1e-12)) > 20

@@ -32,6 +32,7 @@ approximates, for evaluation.
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 from typing import Any
@@ -131,6 +132,7 @@ def _binary_logistic(t: Array, s: Array, mask: Array) -> Array:
   return positive + negative
 
 
+@jax.jit
 def nce_loss(
   true_logits: Array,
   sampled_logits: Array,
@@ -200,6 +202,7 @@ def nce_loss(
   return _binary_logistic(t, s, mask).astype(out_dtype)
 
 
+@jax.jit
 def negative_sampling_loss(
   true_logits: Array, sampled_logits: Array, *, sampled_mask: Array | None = None
 ) -> Array:
@@ -235,6 +238,7 @@ def negative_sampling_loss(
   return _binary_logistic(t, s, mask).astype(out_dtype)
 
 
+@jax.jit
 def sampled_softmax_loss(
   true_logits: Array,
   sampled_logits: Array,
@@ -288,6 +292,7 @@ def sampled_softmax_loss(
   return loss.astype(out_dtype)
 
 
+@jax.jit
 def ranking_nce_loss(
   true_logits: Array,
   sampled_logits: Array,
@@ -413,6 +418,11 @@ def infonce_loss(
     )
   if symmetric and (not in_batch or negatives is not None):
     raise ValueError("symmetric=True needs in_batch=True and no explicit negatives.")
+  return _infonce(anchors, positives, negatives, temperature, in_batch, normalize, symmetric)
+
+
+@functools.partial(jax.jit, static_argnums=(4, 5, 6))
+def _infonce(anchors, positives, negatives, temperature, in_batch, normalize, symmetric):
   out_dtype = jnp.result_type(anchors, positives)
   work = _work_dtype(anchors, positives)
   a, p = anchors.astype(work), positives.astype(work)
@@ -519,6 +529,11 @@ def sampled_logits(
       f"sampled must have shape (num_sampled,) or batch + (num_sampled,) with batch = "
       f"{batch_shape}, got {sampled.shape}."
     )
+  return _gathered_logits(hidden, weights, biases, labels, sampled)
+
+
+@jax.jit
+def _gathered_logits(hidden, weights, biases, labels, sampled):
   true_logits = jnp.einsum("...d,...td->...t", hidden, weights[labels])
   if sampled.ndim == 1:
     sampled_logits_ = hidden @ weights[sampled].T
@@ -640,7 +655,14 @@ def sampled_logits_loss(
   true_logits, sampled = sampled_logits(hidden, weights, biases, labels, candidates.sampled)
   if remove_accidental_hits is None:
     remove_accidental_hits = loss in ("sampled_softmax", "ranking_nce")
-  mask = ~accidental_hits(labels, candidates.sampled) if remove_accidental_hits else None
+  return _candidate_loss(
+    true_logits, sampled, labels, candidates, log_partition, loss, remove_accidental_hits
+  )
+
+
+@functools.partial(jax.jit, static_argnums=(5, 6))
+def _candidate_loss(true_logits, sampled, labels, candidates, log_partition, loss, remove_hits):
+  mask = ~accidental_hits(labels, candidates.sampled) if remove_hits else None
   if loss == "negative_sampling":
     return negative_sampling_loss(true_logits, sampled, sampled_mask=mask)
   args = (
@@ -681,6 +703,11 @@ def full_softmax_loss(
     [2.0794, 2.0794]
   """
   hidden, weights, biases, labels = _check_layer(hidden, weights, biases, labels)
+  return _full_softmax(hidden, weights, biases, labels)
+
+
+@jax.jit
+def _full_softmax(hidden, weights, biases, labels):
   out_dtype = jnp.result_type(hidden, weights)
   logits = (hidden @ weights.T).astype(_work_dtype(hidden, weights))
   if biases is not None:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import functools
 import math
 import operator
 from collections.abc import Sequence
@@ -188,6 +189,7 @@ class LogUniformSampler(Sampler):
 _LOG_UNIFORM_BLOCKS = 2**14
 
 
+@functools.partial(jax.jit, static_argnums=2)
 def _log_uniform_ids(block: Array, fraction: Array, num_classes: int) -> Array:
   r"""Inversion of the log-uniform law, exact to about 1e-4 of a class in float32.
 
@@ -215,7 +217,8 @@ def _log_uniform_ids(block: Array, fraction: Array, num_classes: int) -> Array:
   step = log_range / m
   j = (block >> 18).astype(jnp.int32)
   v = (fraction >> 8).astype(jnp.float32) * (2.0**-24)
-  inside = offset[j] + width[j] * (jnp.expm1(v * step) / math.expm1(step))
+  x = v * step  # <= log(2^31) / 2^14 < 1.4e-3: three Taylor terms give expm1 to 1e-13
+  inside = offset[j] + width[j] * (x * (1.0 + x * (0.5 + x / 6.0)) / math.expm1(step))
   ids = jnp.asarray(base, jnp.int32)[j] - 1 + jnp.floor(inside).astype(jnp.int32)
   return jnp.clip(ids, 0, num_classes - 1)
 
@@ -245,17 +248,21 @@ class UnigramSampler(Sampler):
 
   def sample(self, key: Array, shape: Shape = ()) -> Array:
     check_key(key)
-    shape = _shape(shape)
-    bucket_key, coin_key = jax.random.split(key)
-    bucket = jax.random.randint(bucket_key, shape, 0, self.num_classes, jnp.int32)
-    coin = jax.random.uniform(coin_key, shape, jnp.float32)
-    return jnp.where(coin < self.threshold[bucket], bucket, self.alias[bucket])
+    return _alias_draw(key, self.threshold, self.alias, _shape(shape))
 
   def log_prob(self, ids: Array) -> Array:
     return self.log_probs[jnp.asarray(ids)]
 
   def probs(self) -> Array:
     return jnp.exp(self.log_probs)
+
+
+@functools.partial(jax.jit, static_argnums=3)
+def _alias_draw(key: Array, threshold: Array, alias: Array, shape: tuple[int, ...]) -> Array:
+  bucket_key, coin_key = jax.random.split(key)
+  bucket = jax.random.randint(bucket_key, shape, 0, threshold.shape[0], jnp.int32)
+  coin = jax.random.uniform(coin_key, shape, jnp.float32)
+  return jnp.where(coin < threshold[bucket], bucket, alias[bucket])
 
 
 def unigram_sampler(counts: Array, power: float = 0.75) -> UnigramSampler:
@@ -577,7 +584,6 @@ def sample_candidates(
   num_classes = sampler.num_classes
   labels = check_labels(labels, num_classes)
   k = check_positive_int(num_sampled, "num_sampled")
-  batch_shape = labels.shape[:-1]
   per_set_excluded = labels.size if shared_negatives else labels.shape[-1]
   available = num_classes - (per_set_excluded if exclude_true else 0)
   if exclude_true and available < 1:
@@ -591,6 +597,13 @@ def sample_candidates(
       + (f" minus {per_set_excluded} excluded labels" if exclude_true else "")
       + f"), got {k}; use unique=False to draw with replacement."
     )
+
+  return _sample_candidates(sampler, key, labels, k, unique, shared_negatives, exclude_true)
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4, 5, 6))
+def _sample_candidates(sampler, key, labels, k, unique, shared_negatives, exclude_true):
+  batch_shape = labels.shape[:-1]
 
   def one_set(key, excluded):
     excluded = jnp.sort(excluded.reshape(-1)) if exclude_true else None
