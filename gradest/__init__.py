@@ -1,6 +1,6 @@
 """gradest: Monte Carlo gradient estimators for JAX."""
 
-from gradest import distributions, models, monte_carlo
+from gradest import distributions, fisher, models, monte_carlo
 from gradest._src.base import GradEstimate
 from gradest._src.control_variates import (
   ControlVariate,
@@ -20,6 +20,13 @@ from gradest._src.discrete import (
   gumbel_rao_grad,
   reinforce_grad,
   straight_through_grad,
+)
+from gradest._src.fisher import (
+  Likelihood,
+  distribution_fisher_vector_product,
+  fisher_diagonal,
+  fisher_vector_product,
+  ggn_vector_product,
 )
 from gradest._src.gumbel import (
   binary_gumbel_softmax,
@@ -56,6 +63,7 @@ __version__ = "0.1.0"
 __all__ = [
   "ControlVariate",
   "GradEstimate",
+  "Likelihood",
   "MovingAverageBaseline",
   "MovingAverageState",
   "RelaxEstimate",
@@ -65,9 +73,14 @@ __all__ = [
   "conditional_logistic",
   "delta_method",
   "disarm_grad",
+  "distribution_fisher_vector_product",
   "distributions",
   "exact_expectation",
   "exact_grad",
+  "fisher",
+  "fisher_diagonal",
+  "fisher_vector_product",
+  "ggn_vector_product",
   "gumbel_max",
   "gumbel_noise",
   "gumbel_rao",
