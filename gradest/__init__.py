@@ -41,6 +41,16 @@ from gradest._src.gumbel import (
   truncated_gumbel,
 )
 from gradest._src.measure_valued import measure_valued_grad
+from gradest._src.natural_gradient import (
+  FisherDiagonalState,
+  KLTrustRegionState,
+  NaturalGradientState,
+  kl_trust_region,
+  natural_gradient,
+  scale_by_fisher_diagonal,
+  scale_by_kl_trust_region,
+  scale_by_natural_gradient,
+)
 from gradest._src.pathwise import pathwise_grad
 from gradest._src.relax import (
   RelaxEstimate,
@@ -62,10 +72,13 @@ __version__ = "0.1.0"
 
 __all__ = [
   "ControlVariate",
+  "FisherDiagonalState",
   "GradEstimate",
+  "KLTrustRegionState",
   "Likelihood",
   "MovingAverageBaseline",
   "MovingAverageState",
+  "NaturalGradientState",
   "RelaxEstimate",
   "arm_grad",
   "binary_gumbel_softmax",
@@ -89,6 +102,7 @@ __all__ = [
   "gumbel_top_k",
   "hessian_diagonal",
   "init_rebar_params",
+  "kl_trust_region",
   "leave_one_out_baseline",
   "logistic_noise",
   "magic_box",
@@ -96,6 +110,7 @@ __all__ = [
   "models",
   "monte_carlo",
   "moving_average_baseline",
+  "natural_gradient",
   "optimal_coefficient",
   "pathwise_grad",
   "rebar_control_variate",
@@ -103,6 +118,9 @@ __all__ = [
   "reinforce_grad",
   "relax_control_variate",
   "relax_grad",
+  "scale_by_fisher_diagonal",
+  "scale_by_kl_trust_region",
+  "scale_by_natural_gradient",
   "score_function_grad",
   "score_function_surrogate",
   "straight_through",
