@@ -251,12 +251,19 @@ def test_damping_increases_when_the_loss_disagrees_with_the_model():
     return gaussian_loss(p, batch) + 10.0 * jnp.sum(d**2) ** 2
 
   value = gaussian_loss(params, batch)
-  _, state = tx.update(g, tx.init(params), params, batch=batch, value=value, value_fn=stiff_loss)
+  out, state = tx.update(g, tx.init(params), params, batch=batch, value=value, value_fn=stiff_loss)
   assert float(state.reduction_ratio) < 0.25
   assert float(state.damping) == pytest.approx(1.5e-3)  # doubled, then clipped
   nan_loss = lambda p: jnp.where(jnp.all(flat(p) == flat(params)), 1.0, jnp.nan)  # noqa: E731
-  _, state = tx.update(g, tx.init(params), params, batch=batch, value_fn=nan_loss)
+  out, state = tx.update(g, tx.init(params), params, batch=batch, value_fn=nan_loss)
   assert float(state.damping) > 1e-3 and np.isfinite(float(state.reduction_ratio))
+  # A step that does not lower the loss is rejected (a zero update) unless asked otherwise.
+  assert np.all(np.asarray(flat(out)) == 0)
+  keep = gradest.scale_by_natural_gradient(
+    linear, "gaussian", damping=1e-3, adapt_damping=True, reject_steps=False
+  )
+  out, _ = keep.update(g, keep.init(params), params, batch=batch, value_fn=nan_loss)
+  assert np.all(np.isfinite(np.asarray(flat(out)))) and np.any(np.asarray(flat(out)) != 0)
 
 
 # --------------------------------------------------------------------------------------

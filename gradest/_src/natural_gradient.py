@@ -162,12 +162,27 @@ def _relative_residual(r: PyTree, g: PyTree) -> Array:
 
 
 def _solve(fvp, g, damping, x0, tol, maxiter):
-  """CG on ``(F + damping I) x = g``; returns ``x``, ``F x`` and the relative residual."""
+  r"""CG on ``(F + damping I) x = g``; returns ``x``, ``F x`` and the relative residual.
+
+  A warm start ``x0`` (``None`` for zero) is first scaled by the step length that
+  minimizes the quadratic model :math:`q(x) = \frac12 x^\top A x - g^\top x` along it
+  (clipped at 0): then :math:`q(x_0) \le q(0) = 0`, and since conjugate gradients never
+  increase :math:`q`, the solution always predicts a decrease, however few iterations
+  run. This costs one product.
+  """
   dtype_damping = jax.tree.map(lambda leaf: jnp.asarray(damping, leaf.dtype), g)
 
   def matvec(v):
     return jax.tree.map(lambda f, d, vi: f + d * vi, fvp(v), dtype_damping, v)
 
+  if x0 is None:
+    x0 = otu.tree_zeros_like(g)
+  else:
+    curvature = otu.tree_vdot(x0, matvec(x0))
+    alpha = jnp.where(
+      curvature > 0, otu.tree_vdot(g, x0) / jnp.where(curvature > 0, curvature, 1), 0
+    )
+    x0 = otu.tree_scale(jnp.maximum(alpha, 0.0), x0)
   x, _ = jax.scipy.sparse.linalg.cg(matvec, g, x0=x0, tol=tol, maxiter=maxiter)
   fx = fvp(x)
   r = jax.tree.map(lambda gi, f, d, xi: gi - f - d * xi, g, fx, dtype_damping, x)
@@ -197,6 +212,7 @@ def scale_by_natural_gradient(
   damping_factor: float = 1.5,
   min_damping: float = 1e-8,
   max_damping: float = 1e4,
+  reject_steps: bool = True,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Preconditions updates by the damped Fisher: returns ``x`` with :math:`(F + \lambda I)x = g`.
 
@@ -221,7 +237,10 @@ def scale_by_natural_gradient(
 
   and :math:`\lambda` is divided by ``damping_factor`` when :math:`\rho > 3/4`,
   multiplied by it when :math:`\rho < 1/4` (or when the trial loss is not finite),
-  and kept inside ``[min_damping, max_damping]``. The ratio is measured at the full
+  and kept inside ``[min_damping, max_damping]``. With ``reject_steps`` (the default),
+  a step whose trial loss is not lower (:math:`\rho \le 0`) is rejected, as in
+  Levenberg-Marquardt: the update is zero and only the damping changes. The ratio is
+  measured at the full
   model step (learning rate 1), as in Hessian-free optimization, independently of the
   learning rate applied afterwards. It needs the extra argument ``value_fn`` (the
   loss on this batch as a function of the parameters) and costs one evaluation of it
@@ -240,6 +259,8 @@ def scale_by_natural_gradient(
     adapt_damping: adapt :math:`\lambda` from the reduction ratio (needs ``value_fn``).
     damping_factor: the factor (``> 1``) by which :math:`\lambda` moves.
     min_damping, max_damping: bounds of the adapted damping.
+    reject_steps: with ``adapt_damping``, return a zero update when the trial step
+      does not lower the loss.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``. ``update(updates, state, params, *,
@@ -312,9 +333,9 @@ def scale_by_natural_gradient(
     fvp = fisher_vector_product(
       apply_fn, params, batch, likelihood=lik, kind=kind, key=key, num_samples=num_samples
     )
-    x0 = _cast_like(state.solution, updates) if warm_start else otu.tree_zeros_like(updates)
+    x0 = _cast_like(state.solution, updates) if warm_start else None
     x, fx, residual = _solve(fvp, updates, state.damping, x0, tol, maxiter)
-    new_damping, ratio = state.damping, jnp.zeros((), jnp.float32)
+    new_damping, ratio, out = state.damping, jnp.zeros((), jnp.float32), x
     if adapt_damping:
       current = value_fn(params) if value is None else value
       trial = value_fn(jax.tree.map(lambda p, xi: p - xi.astype(p.dtype), params, x))
@@ -331,6 +352,9 @@ def scale_by_natural_gradient(
       )
       new_damping = jnp.clip(new_damping, lo, hi).astype(jnp.float32)
       ratio = jnp.where(jnp.isfinite(ratio), ratio, jnp.finfo(jnp.float32).min)
+      if reject_steps:
+        keep = (ratio > 0) | (predicted == 0)
+        out = jax.tree.map(lambda xi: jnp.where(keep, xi, jnp.zeros_like(xi)), x)
     new_state = NaturalGradientState(
       damping=new_damping,
       solution=_cast_like(x, state.solution),
@@ -339,7 +363,7 @@ def scale_by_natural_gradient(
       reduction_ratio=ratio.astype(jnp.float32),
       count=optax.safe_increment(state.count),
     )
-    return x, new_state
+    return out, new_state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -448,7 +472,7 @@ def scale_by_kl_trust_region(
     fvp = fisher_vector_product(
       apply_fn, params, batch, likelihood=lik, kind=kind, key=key, num_samples=num_samples
     )
-    x0 = _cast_like(state.solution, updates) if warm_start else otu.tree_zeros_like(updates)
+    x0 = _cast_like(state.solution, updates) if warm_start else None
     x, fx, residual = _solve(fvp, updates, damping, x0, tol, maxiter)
     curvature = otu.tree_vdot(x, fx).astype(jnp.float32)
     scale = jnp.where(
