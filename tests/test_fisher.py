@@ -426,3 +426,20 @@ def test_bad_vector_and_diagonal_kind():
     )
   with pytest.raises(ValueError, match="loss_fn must map one example"):
     fisher.ggn_vector_product(mlp, lambda f, t: f, params, batch)
+
+
+def test_fisher_diagonal_chunks_equal_one_vectorized_pass():
+  params, (x, y) = problem("categorical")  # N = 6: chunks of 4 leave a padded remainder
+  kw = dict(likelihood="categorical", key=jax.random.key(15), num_samples=2)
+
+  @jax.jit
+  def both(params):
+    out = {}
+    for kind in ("monte_carlo", "empirical"):
+      whole = fisher.fisher_diagonal(mlp, params, (x, y), kind=kind, chunk_size=None, **kw)
+      chunked = fisher.fisher_diagonal(mlp, params, (x, y), kind=kind, chunk_size=4, **kw)
+      out[kind] = (whole, chunked)
+    return out
+
+  for whole, chunked in both(params).values():
+    assert_close(flat(chunked), flat(whole), rtol=1e-5)

@@ -649,6 +649,7 @@ def fisher_diagonal(
   kind: str = "monte_carlo",
   key: Array | None = None,
   num_samples: int = 1,
+  chunk_size: int | None = 64,
 ) -> PyTree:
   r"""A diagonal of the Fisher from per-example gradients.
 
@@ -661,8 +662,9 @@ def fisher_diagonal(
   (:math:`\mathbb E[g g^\top] = J^\top H J` per example). With ``kind='empirical'``
   the observed targets replace the samples (``S = 1``): the diagonal of the empirical
   Fisher, which is biased for that of the Fisher. Per-example gradients are computed
-  by ``vmap`` of reverse mode over the examples (memory ``N S |params|``); each example
-  is passed to ``apply_fn`` as a batch of one.
+  by ``vmap`` of reverse mode over ``chunk_size`` examples at a time, their squares
+  summed over the chunks in a ``lax.scan`` (memory ``chunk_size S |params|``; ``None``
+  for all ``N`` at once); each example is passed to ``apply_fn`` as a batch of one.
 
   Args:
     apply_fn: ``apply_fn(params, inputs) -> outputs`` with a leading batch axis.
@@ -672,6 +674,7 @@ def fisher_diagonal(
     kind: ``'monte_carlo'`` (sampled targets) or ``'empirical'``.
     key: PRNG key, required for ``'monte_carlo'``.
     num_samples: ``S``, sampled targets per example.
+    chunk_size: examples per vectorized chunk (``None``: the whole batch).
 
   Returns:
     A pytree shaped like ``params``, non-negative.
@@ -715,6 +718,27 @@ def fisher_diagonal(
     return jax.tree.map(lambda g: jnp.sum(jnp.square(g), axis=0), per_sample)
 
   second = targets if kind == "empirical" else jax.random.split(key, n)
-  total = jax.vmap(squared_grads)(inputs, second)
   count = n * (1 if kind == "empirical" else s)
-  return jax.tree.map(lambda t: jnp.sum(t, axis=0) / count, total)
+  chunk = n if chunk_size is None else min(check_positive_int(chunk_size, "chunk_size"), n)
+  if chunk == n:
+    total = jax.vmap(squared_grads)(inputs, second)
+    return jax.tree.map(lambda t: jnp.sum(t, axis=0) / count, total)
+
+  # Chunks of `chunk` examples; the last one padded (with copies of example 0) and masked.
+  num_chunks = -(-n // chunk)
+  pad = num_chunks * chunk - n
+
+  def chunked(a):
+    a = jnp.concatenate([a, jnp.broadcast_to(a[:1], (pad,) + a.shape[1:])]) if pad else a
+    return a.reshape((num_chunks, chunk) + a.shape[1:])
+
+  mask = (jnp.arange(num_chunks * chunk) < n).reshape(num_chunks, chunk)
+
+  def body(acc, xs):
+    x, y, m = xs
+    sq = jax.vmap(squared_grads)(x, y)
+    return jax.tree.map(lambda a, t: a + jnp.tensordot(m.astype(t.dtype), t, axes=1), acc, sq), None
+
+  zeros = jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), jnp.result_type(p)), params)
+  total, _ = jax.lax.scan(body, zeros, (*jax.tree.map(chunked, (inputs, second)), mask))
+  return jax.tree.map(lambda t: t / count, total)
