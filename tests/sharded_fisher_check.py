@@ -88,7 +88,13 @@ jstep = jax.jit(step)
 for _ in range(3):
   p1, s1 = jstep(p1, s1, single_batch)
   p2, s2 = jstep(p2, s2, sharded_batch)
+# Sums over the batch are reduced in another order across devices; after three CG solves
+# float32 rounding differences are ~1e-6 of each leaf's scale.
 for a, b in zip(jax.tree.leaves((p1, s1)), jax.tree.leaves((p2, s2)), strict=True):
-  np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+  a, b = np.asarray(a), np.asarray(b)
+  if a.dtype == bool:
+    np.testing.assert_array_equal(a, b)
+  else:
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * max(float(np.max(np.abs(b))), 1e-6))
 print("natural-gradient step ok")
 print("all ok")

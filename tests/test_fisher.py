@@ -189,10 +189,16 @@ def test_monte_carlo_more_samples_same_mean_lower_variance():
 def test_ggn_equals_exact_fisher_for_nll_in_natural_parameters():
   params, (x, y) = problem("categorical")
   loss = lambda f, t: -fisher.get_likelihood("categorical").log_likelihood(f, t)  # noqa: E731
-  v = random_like(params, jax.random.key(8))
-  ggn = fisher.ggn_vector_product(mlp, loss, params, (x, y))
-  fvp = fisher.fisher_vector_product(mlp, params, (x, y), likelihood="categorical")
-  assert_close(flat(ggn(v)), flat(fvp(v)))
+  vs = jax.vmap(lambda k: random_like(params, k))(jax.random.split(jax.random.key(8), 2))
+
+  @jax.jit
+  def products(vs):
+    ggn = fisher.ggn_vector_product(mlp, loss, params, (x, y))
+    fvp = fisher.fisher_vector_product(mlp, params, (x, y), likelihood="categorical")
+    return jax.vmap(ggn)(vs), jax.vmap(fvp)(vs)
+
+  a, b = products(vs)
+  assert_close(jax.vmap(flat)(a), jax.vmap(flat)(b))
 
 
 def test_ggn_matches_materialized_for_a_convex_loss():

@@ -166,6 +166,13 @@ def gaussian_likelihood(scale: float = 1.0, learned_scale: bool = False) -> Like
   Args:
     scale: :math:`\sigma > 0` for the fixed-variance case (ignored otherwise).
     learned_scale: whether the model predicts :math:`\log\sigma`.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> lik = gaussian_likelihood(learned_scale=True)
+    >>> outputs = jnp.array([0.0, jnp.log(0.5)])  # mean 0, sigma 1/2
+    >>> lik.output_fisher_vector_product(outputs, jnp.ones(2))  # (1 / sigma^2, 2)
+    Array([4., 2.], dtype=float32)
   """
   if learned_scale:
 
@@ -253,7 +260,15 @@ LIKELIHOODS = {
 
 
 def get_likelihood(likelihood: str | Likelihood) -> Likelihood:
-  """``likelihood`` as a :class:`Likelihood` (a built-in name or the object itself)."""
+  """``likelihood`` as a :class:`Likelihood` (a built-in name or the object itself).
+
+  Raises:
+    ValueError: an unknown name (the message lists the built-in ones).
+
+  Examples:
+    >>> get_likelihood("bernoulli").name
+    'bernoulli'
+  """
   if isinstance(likelihood, Likelihood):
     return likelihood
   if isinstance(likelihood, str) and likelihood in LIKELIHOODS:

@@ -500,6 +500,15 @@ def kl_trust_region(
 
   Every step changes the model's predictive distribution by ``max_kl`` (to second
   order, averaged over the batch). See :func:`scale_by_kl_trust_region`.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> opt = kl_trust_region(lambda p, x: x @ p, "categorical", max_kl=0.01)
+    >>> params, x = jnp.zeros((4, 3)), jnp.ones((8, 4))
+    >>> grads = jnp.ones((4, 3)).at[:, 0].set(-2.0)
+    >>> updates, state = opt.update(grads, opt.init(params), params, batch=(x, None))
+    >>> updates.shape
+    (4, 3)
   """
   return optax.chain(scale_by_kl_trust_region(apply_fn, likelihood, **kwargs), optax.scale(-1.0))
 
