@@ -51,6 +51,7 @@ References:
 
 from __future__ import annotations
 
+import types
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -241,22 +242,25 @@ def likelihood_from_distribution(name: str, distribution_fn: Callable[[Array], A
   return Likelihood(name, log_likelihood, fvp, sample)
 
 
-LIKELIHOODS = {
-  "categorical": Likelihood(
-    "categorical",
-    _categorical_log_likelihood,
-    _categorical_fvp,
-    lambda key, logits: Categorical(logits).sample(key),
-  ),
-  "bernoulli": Likelihood(
-    "bernoulli",
-    _bernoulli_log_likelihood,
-    _bernoulli_fvp,
-    lambda key, logits: Bernoulli(logits).sample(key),
-  ),
-  "gaussian": gaussian_likelihood(),
-  "gaussian_learned_scale": gaussian_likelihood(learned_scale=True),
-}
+# The built-in likelihoods, read-only: new ones are passed as Likelihood objects.
+LIKELIHOODS = types.MappingProxyType(
+  {
+    "categorical": Likelihood(
+      "categorical",
+      _categorical_log_likelihood,
+      _categorical_fvp,
+      lambda key, logits: Categorical(logits).sample(key),
+    ),
+    "bernoulli": Likelihood(
+      "bernoulli",
+      _bernoulli_log_likelihood,
+      _bernoulli_fvp,
+      lambda key, logits: Bernoulli(logits).sample(key),
+    ),
+    "gaussian": gaussian_likelihood(),
+    "gaussian_learned_scale": gaussian_likelihood(learned_scale=True),
+  }
+)
 
 
 def get_likelihood(likelihood: str | Likelihood) -> Likelihood:
