@@ -221,6 +221,28 @@ def test_vmap_over_independent_problems():
   assert state.residual.shape == (3,) and bool(jnp.all(state.converged))
 
 
+def test_vmap_trust_region_and_diagonal():
+  params, (x, y) = linear_problem()
+  params = {"w": 0.3 * jnp.ones((D, 2)), "b": jnp.zeros(2)}
+  ys = jnp.stack([y, -y])
+  tr = gradest.scale_by_kl_trust_region(linear, "gaussian", max_kl=0.1, cg_maxiter=30)
+  diag = gradest.scale_by_fisher_diagonal(linear, "gaussian", kind="empirical", damping=1e-2)
+
+  def one(y):
+    g = jax.grad(gaussian_loss)(params, (x, y))
+    up_tr, _ = tr.update(g, tr.init(params), params, batch=(x, y))
+    up_diag, _ = diag.update(g, diag.init(params), params, batch=(x, y))
+    d = fisher.fisher_diagonal(linear, params, (x, y), likelihood="gaussian", kind="empirical")
+    return up_tr, up_diag, jax.tree.map(lambda gi, di: gi / (di + 1e-2), g, d)
+
+  up_tr, up_diag, expected = jax.jit(jax.vmap(one))(ys)
+  f = exact_fisher(x)
+  for i in range(2):
+    h = np.asarray(flat(jax.tree.map(lambda a, i=i: a[i], up_tr)), np.float64)
+    assert 0.5 * h @ f @ h == pytest.approx(0.1, rel=1e-3)
+  np.testing.assert_allclose(flat(up_diag), flat(expected), rtol=1e-5)
+
+
 # --------------------------------------------------------------------------------------
 # Damping adaptation.
 # --------------------------------------------------------------------------------------
