@@ -46,7 +46,11 @@ damping) when it is installed and works with the installed JAX (``pip install
 gradest[kfac]``); otherwise its row says why it did not run.
 
 Outputs (in ``--out``): ``cost.csv``, ``convergence.csv``, ``natural_gradient.json``
-(everything, curves included), ``cost.png`` and ``convergence.png``.
+(everything, curves included, and every learning rate's result), ``cost.png`` and
+``convergence.png``. ``--quick`` (for the test) shrinks everything: a 64-64-10 MLP for the
+cost, 256 examples, a 64-16-8-16-64 autoencoder, two problems, 10 steps, one learning
+rate, and XLA's backend optimizations off (``--fast-compile``), so its timings mean
+nothing.
 
 References:
   Martens, *Deep learning via Hessian-free optimization*, ICML 2010. Martens & Grosse,
@@ -580,7 +584,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     nargs=3,
     default=None,
     metavar=("LOGREG", "MLP", "AE"),
-    help="training steps per problem (100 200 300)",
+    help="training steps per problem (100 200 200)",
   )
   parser.add_argument(
     "--examples",
