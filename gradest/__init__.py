@@ -1,6 +1,6 @@
 """gradest: Monte Carlo gradient estimators for JAX."""
 
-from gradest import distributions, models, monte_carlo, samplers
+from gradest import distributions, fisher, models, monte_carlo, samplers
 from gradest._src.base import GradEstimate
 from gradest._src.control_variates import (
   ControlVariate,
@@ -21,6 +21,13 @@ from gradest._src.discrete import (
   reinforce_grad,
   straight_through_grad,
 )
+from gradest._src.fisher import (
+  Likelihood,
+  distribution_fisher_vector_product,
+  fisher_diagonal,
+  fisher_vector_product,
+  ggn_vector_product,
+)
 from gradest._src.gumbel import (
   binary_gumbel_softmax,
   conditional_gumbel,
@@ -34,6 +41,16 @@ from gradest._src.gumbel import (
   truncated_gumbel,
 )
 from gradest._src.measure_valued import measure_valued_grad
+from gradest._src.natural_gradient import (
+  FisherDiagonalState,
+  KLTrustRegionState,
+  NaturalGradientState,
+  kl_trust_region,
+  natural_gradient,
+  scale_by_fisher_diagonal,
+  scale_by_kl_trust_region,
+  scale_by_natural_gradient,
+)
 from gradest._src.nce import (
   full_softmax_loss,
   infonce_loss,
@@ -65,9 +82,13 @@ __version__ = "0.1.0"
 
 __all__ = [
   "ControlVariate",
+  "FisherDiagonalState",
   "GradEstimate",
+  "KLTrustRegionState",
+  "Likelihood",
   "MovingAverageBaseline",
   "MovingAverageState",
+  "NaturalGradientState",
   "RelaxEstimate",
   "arm_grad",
   "binary_gumbel_softmax",
@@ -75,10 +96,15 @@ __all__ = [
   "conditional_logistic",
   "delta_method",
   "disarm_grad",
+  "distribution_fisher_vector_product",
   "distributions",
   "exact_expectation",
   "exact_grad",
+  "fisher",
+  "fisher_diagonal",
+  "fisher_vector_product",
   "full_softmax_loss",
+  "ggn_vector_product",
   "gumbel_max",
   "gumbel_noise",
   "gumbel_rao",
@@ -88,6 +114,7 @@ __all__ = [
   "hessian_diagonal",
   "infonce_loss",
   "init_rebar_params",
+  "kl_trust_region",
   "leave_one_out_baseline",
   "logistic_noise",
   "magic_box",
@@ -95,6 +122,7 @@ __all__ = [
   "models",
   "monte_carlo",
   "moving_average_baseline",
+  "natural_gradient",
   "nce_loss",
   "negative_sampling_loss",
   "optimal_coefficient",
@@ -109,6 +137,9 @@ __all__ = [
   "sampled_logits_loss",
   "sampled_softmax_loss",
   "samplers",
+  "scale_by_fisher_diagonal",
+  "scale_by_kl_trust_region",
+  "scale_by_natural_gradient",
   "score_function_grad",
   "score_function_surrogate",
   "straight_through",

@@ -1,8 +1,8 @@
 import jax
 import pytest
 
-# Run only as a subprocess by test_sharding.py (it needs 8 simulated devices at start-up).
-collect_ignore = ["sharded_check.py"]
+# Run only as subprocesses by test_sharding.py (they need 8 simulated devices at start-up).
+collect_ignore = ["sharded_check.py", "sharded_fisher_check.py"]
 
 
 @pytest.fixture

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -78,6 +79,45 @@ def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
   if n < minimum:
     raise ValueError(f"{name} must be >= {minimum}, got {n}.")
   return n
+
+
+def check_real(
+  value: Any, name: str, *, minimum: float = 0.0, strict: bool = False, fix: str = ""
+) -> float:
+  """Validates a static real number ``>= minimum`` (``> minimum`` if ``strict``)."""
+  try:
+    x = float(value)
+  except (TypeError, ValueError):
+    raise TypeError(
+      f"{name} must be a Python number (a static value), got {type(value).__name__}."
+    ) from None
+  if not math.isfinite(x) or (x <= minimum if strict else x < minimum):
+    bound = f"> {minimum}" if strict else f">= {minimum}"
+    extra = f" {fix}" if fix else ""
+    raise ValueError(f"{name} must be a finite number {bound}, got {value}.{extra}")
+  return x
+
+
+def check_choice(value: Any, name: str, choices: Sequence[str]) -> str:
+  """Validates that ``value`` is one of the strings ``choices``."""
+  if not isinstance(value, str) or value not in choices:
+    raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}.")
+  return value
+
+
+def check_same_structure(tree: PyTree, reference: PyTree, name: str, reference_name: str) -> None:
+  """Raises unless ``tree`` has the structure and leaf shapes of ``reference``."""
+  if jax.tree.structure(tree) != jax.tree.structure(reference):
+    raise ValueError(
+      f"{name} must be a pytree with the structure of {reference_name}; got "
+      f"{jax.tree.structure(tree)} for {jax.tree.structure(reference)}."
+    )
+  for a, b in zip(jax.tree.leaves(tree), jax.tree.leaves(reference), strict=True):
+    if jnp.shape(a) != jnp.shape(b):
+      raise ValueError(
+        f"{name} must have the leaf shapes of {reference_name}: got a leaf of shape "
+        f"{jnp.shape(a)} where {reference_name} has {jnp.shape(b)}."
+      )
 
 
 def check_scalar_output(f: Callable[..., Any], *args: Any, name: str = "f") -> None:
