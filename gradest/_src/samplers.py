@@ -108,6 +108,22 @@ class Sampler(abc.ABC):
     return jnp.exp(self.log_expected_count(ids, num_draws, unique=unique))
 
 
+class _StaticSampler(Sampler):
+  """A sampler with no arrays: its pytree has no leaves and its class in the static data.
+
+  The class name is part of the static data so that two families with the same
+  ``num_classes`` never share a tree structure (and so a compiled function).
+  """
+
+  def tree_flatten(self):
+    return (), (type(self).__name__, self.num_classes)
+
+  @classmethod
+  def tree_unflatten(cls, aux, children):
+    del children
+    return cls(aux[1])
+
+
 def log_expected_count(log_q: Array, num_draws: Any, *, unique: bool = False) -> Array:
   r""":math:`\log(n q)`, or :math:`\log(1 - (1 - q)^n)` for unique sampling, from :math:`\log q`."""
   log_q = jnp.asarray(log_q, jnp.float32)
@@ -118,9 +134,9 @@ def log_expected_count(log_q: Array, num_draws: Any, *, unique: bool = False) ->
   return jnp.log(-jnp.expm1(n * jnp.log1p(-jnp.exp(log_q))))
 
 
-@jax.tree_util.register_dataclass
+@jax.tree_util.register_pytree_node_class
 @dataclasses.dataclass(frozen=True)
-class UniformSampler(Sampler):
+class UniformSampler(_StaticSampler):
   r"""Uniform candidates, :math:`q(w) = 1/V`.
 
   Examples:
@@ -130,7 +146,7 @@ class UniformSampler(Sampler):
     ((3,), 0.5)
   """
 
-  num_classes: int = dataclasses.field(metadata=dict(static=True))
+  num_classes: int
 
   def __post_init__(self):
     object.__setattr__(self, "num_classes", check_num_classes(self.num_classes))
@@ -144,9 +160,9 @@ class UniformSampler(Sampler):
     return jnp.full(ids.shape, -math.log(self.num_classes), jnp.float32)
 
 
-@jax.tree_util.register_dataclass
+@jax.tree_util.register_pytree_node_class
 @dataclasses.dataclass(frozen=True)
-class LogUniformSampler(Sampler):
+class LogUniformSampler(_StaticSampler):
   r"""TensorFlow's log-uniform (Zipfian) sampler.
 
   .. math::
@@ -170,7 +186,7 @@ class LogUniformSampler(Sampler):
     *Strategies for training large scale neural network language models*, 2011.
   """
 
-  num_classes: int = dataclasses.field(metadata=dict(static=True))
+  num_classes: int
 
   def __post_init__(self):
     object.__setattr__(self, "num_classes", check_num_classes(self.num_classes))
@@ -223,7 +239,7 @@ def _log_uniform_ids(block: Array, fraction: Array, num_classes: int) -> Array:
   return jnp.clip(ids, 0, num_classes - 1)
 
 
-@jax.tree_util.register_dataclass
+@jax.tree_util.register_pytree_node_class
 @dataclasses.dataclass(frozen=True)
 class UnigramSampler(Sampler):
   r"""Any fixed distribution over the classes, sampled by Walker's alias method.
@@ -245,6 +261,14 @@ class UnigramSampler(Sampler):
   @property
   def num_classes(self) -> int:
     return self.log_probs.shape[0]
+
+  def tree_flatten(self):
+    return (self.log_probs, self.threshold, self.alias), type(self).__name__
+
+  @classmethod
+  def tree_unflatten(cls, aux, children):
+    del aux
+    return cls(*children)
 
   def sample(self, key: Array, shape: Shape = ()) -> Array:
     check_key(key)
@@ -537,7 +561,11 @@ def sample_candidates(
   :math:`q` and a class's expected count is :math:`\mathrm{num\_sampled}\cdot q(w)`.
   With ``unique=True`` candidates are drawn until ``num_sampled`` distinct ones are
   found (a sample without replacement, TensorFlow's ``unique=True``); if that took
-  ``n`` tries, the expected count is :math:`1 - (1 - q(w))^n`.
+  ``n`` tries, the expected count is :math:`1 - (1 - q(w))^n`. That rule (TensorFlow's)
+  treats ``n`` as fixed and so over-states the inclusion probability of the few classes
+  whose expected count is near 1 (at ``V = 200, k = 16``, log-uniform: the most
+  frequent class is included 92.8% of the time against 93.9% predicted); for classes
+  with expected counts below 1/2 it agrees with Monte Carlo frequencies (tested).
 
   With ``exclude_true=True`` no candidate equals a true label (all the batch's labels
   when the negatives are shared, the example's own otherwise): draws that hit one are
@@ -614,6 +642,12 @@ def _sample_candidates(sampler, key, labels, k, unique, shared_negatives, exclud
   if shared_negatives:
     sampled, sampled_log_ec, tries = one_set(key, labels)
     true_log_ec = log_expected_count(sampler.log_prob(labels), tries, unique=unique)
+  elif not unique and not exclude_true:
+    # Independent draws for every example: one bulk draw, no key per example.
+    sampled = sampler.sample(key, batch_shape + (k,))
+    sampled_log_ec = log_expected_count(sampler.log_prob(sampled), k)
+    true_log_ec = log_expected_count(sampler.log_prob(labels), k)
+    tries = jnp.full(batch_shape, k, jnp.int32)
   else:
     flat = labels.reshape((-1, labels.shape[-1]))
     keys = jax.random.split(key, flat.shape[0])
