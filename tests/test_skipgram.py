@@ -273,9 +273,10 @@ def test_sparse_step_equals_the_dense_gradient_step(key, shared, remove_hits):
 
   @jax.jit  # one compilation: the reference, pair_losses and train_step under jit
   def run(params):
-    negatives = sample_candidates(
-      sampler, step_key, contexts[:, None], K, shared_negatives=shared
-    ).sampled
+    if shared:  # one set for the batch
+      negatives = sample_candidates(sampler, step_key, contexts[:, None], K).sampled
+    else:  # K per pair
+      negatives = sampler.sample(step_key, (BATCH, K))
     (total, losses), grads = jax.value_and_grad(dense_reference, has_aux=True)(
       params, centers, contexts, weights, negatives, shared, remove_hits
     )
