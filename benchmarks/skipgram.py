@@ -255,21 +255,21 @@ def plot(result, embeddings, corpus, path):
   ax.set_title(f"V = {corpus.vocab_size}, {result['corpus']['tokens']:,} tokens")
   ax.legend(fontsize=8, loc="upper right")
 
-  topics = min(6, corpus.num_topics)
+  # Cell means minus their topic's mean: what is left is the role offset, which the
+  # planted analogies say is the same in every topic.
+  topics = min(8, corpus.num_topics)
   means = cell_means(embeddings, corpus, topics)  # (T, R, d)
-  flat = means.reshape(-1, means.shape[-1])
-  centered = flat - flat.mean(0)
-  _, _, vt = np.linalg.svd(centered, full_matrices=False)
-  xy = (centered @ vt[:2].T).reshape(topics, corpus.num_roles, 2)
-  markers = "os^DvP*X"
+  offsets = (means - means.mean(axis=1, keepdims=True)).reshape(-1, means.shape[-1])
+  _, _, vt = np.linalg.svd(offsets - offsets.mean(0), full_matrices=False)
+  xy = (offsets @ vt[:2].T).reshape(topics, corpus.num_roles, 2)
   for t in range(topics):
-    color = f"C{t}"
-    ax2.plot(*np.vstack([xy[t], xy[t, :1]]).T, "-", color=color, lw=0.8, alpha=0.6)
-    for r in range(corpus.num_roles):
-      ax2.scatter(*xy[t, r], color=color, marker=markers[r % len(markers)], s=40)
+    ax2.plot(*np.vstack([xy[t], xy[t, :1]]).T, "-", color="gray", lw=0.6, alpha=0.5)
   for r in range(corpus.num_roles):
-    ax2.scatter([], [], color="gray", marker=markers[r % len(markers)], label=f"role {r}")
-  ax2.set_title("cell means of the trained vectors (PCA), one color per topic", fontsize=9)
+    ax2.scatter(xy[:, r, 0], xy[:, r, 1], color=f"C{r}", s=30, label=f"role {r}")
+  ax2.set_title(
+    f"cell mean - topic mean, {topics} topics (PCA):\nthe role offsets the analogies need",
+    fontsize=9,
+  )
   ax2.legend(fontsize=7)
   ax2.set_xticks([])
   ax2.set_yticks([])
