@@ -47,7 +47,7 @@ def cell_distribution(num_topics, num_roles, mixture):
 def test_planted_corpus_has_the_planted_statistics(key):
   # Two corpora by vmap over keys (the first equals a direct call), pooled.
   keys = jax.random.split(key, 2)
-  stacked = jax.vmap(lambda k: small_corpus(k, 3000))(keys)
+  stacked = jax.jit(jax.vmap(lambda k: small_corpus(k, 3000)))(keys)
   np.testing.assert_array_equal(stacked.tokens[0], small_corpus(keys[0], 3000).tokens)
   np.testing.assert_array_equal(
     stacked.counts[1], np.bincount(stacked.tokens[1].ravel(), minlength=28)
@@ -434,7 +434,9 @@ def test_training_raises_quality_well_above_chance(key):
   batches = skipgram.make_batches(
     jax.random.key(1), corpus.tokens, corpus.counts, window=3, batch_size=32, threshold=0.0
   )
-  init = skipgram.init_params(jax.random.key(2), corpus.vocab_size, 8)
+  init = jax.jit(skipgram.init_params, static_argnums=(1, 2))(
+    jax.random.key(2), corpus.vocab_size, 8
+  )
   before = skipgram.evaluate(init.input, corpus, jax.random.key(4), k=5)
   calls = []
   params, losses = skipgram.train(

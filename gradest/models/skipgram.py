@@ -1182,7 +1182,8 @@ def train(
     remove_accidental_hits: leave out negatives equal to the pair's context.
     steps_per_call: batches per jitted call.
     callback: called after each call as ``callback(steps_done, total_steps,
-      mean_losses)`` (e.g. to update a progress bar).
+      mean_losses)`` (e.g. to update a progress bar); ``mean_losses`` holds the call's
+      ``steps_per_call`` losses, 0 for padding steps.
 
   Returns:
     ``(params, mean_losses)`` with one mean loss per (non-padding) step, NumPy.
