@@ -1,6 +1,9 @@
-"""Model building blocks used by the benchmarks and notebooks (VAE pieces, sigmoid belief nets)."""
+"""Model building blocks used by the benchmarks and notebooks.
 
-from gradest.models import sbn
+VAE pieces, sigmoid belief nets (``sbn``) and skip-gram embeddings (``skipgram``).
+"""
+
+from gradest.models import sbn, skipgram
 from gradest.models.vae import (
   apply_mlp,
   bernoulli_log_likelihood,
@@ -18,4 +21,5 @@ __all__ = [
   "init_mlp",
   "iwae_bound",
   "sbn",
+  "skipgram",
 ]

@@ -1,0 +1,441 @@
+r"""Skip-gram word embeddings with negative sampling on a planted corpus.
+
+Run with ``python -m benchmarks.skipgram`` (``--help`` lists the flags).
+
+**Corpus.** :func:`gradest.models.skipgram.planted_corpus`: ``--sentences`` sentences of
+20 words (150,000 sentences, 3 million tokens by default) over a vocabulary of
+``--function-words`` function words (100) and ``--topics`` x ``--roles`` x
+``--words-per-cell`` content words (50 x 4 x 50), 10,100 words in all, with Zipfian
+frequencies (function words take about half of the tokens). Every sentence has a topic
+and a role; its content words come from its cell (topic and role), its topic, its
+role or anywhere with probabilities 0.5, 0.25, 0.15, 0.1. So the ground truth is
+known: synonyms (one cell), topics, and the analogies
+:math:`(t_1, r_1) - (t_1, r_2) + (t_2, r_2) = (t_2, r_1)`.
+
+**Training.** word2vec's skip-gram with negative sampling
+(:mod:`gradest.models.skipgram`): frequent-word subsampling (``--threshold`` 1e-3, the
+paper's rule), dynamic windows of up to ``--window`` (5) words, ``--negatives`` (5)
+negatives per pair, ``--dim`` (32) dimensions, SGD on shuffled batches of
+``--batch-size`` (1024) pairs with word2vec's per-pair learning rate 0.025 decaying
+linearly to zero over ``--epochs`` (1) epochs, by sparse row updates in a jitted
+``lax.scan``. Each configuration of ``--configs`` changes one thing:
+
+* ``default``: unigram^0.75 negatives (:func:`gradest.samplers.unigram_sampler`, the
+  alias method), one set per pair (:func:`gradest.samplers.sample_candidates` with
+  ``shared_negatives=False``), subsampling on;
+* ``no_subsampling``: every token kept (about twice the pairs);
+* ``uniform_noise``: uniform negatives;
+* ``log_uniform_noise``: TensorFlow's log-uniform (Zipfian) negatives, which suit ids
+  sorted by frequency, as these are;
+* ``shared_negatives``: one set of negatives for the whole batch (TensorFlow's).
+
+All configurations start from the same initial tables and see the same pairs (the two
+subsampling settings each draw theirs once).
+
+**Measures.** Training throughput in *words per second*, as word2vec counts them
+(corpus tokens before subsampling, over training time), and pairs per second; the
+first jitted call compiles and is left out of both. Quality, from the cosine
+similarities of the input vectors: ``topic_P@10`` and ``cell_P@10``, the fraction of
+a content word's 10 nearest neighbours that share its topic (its cell), and
+``analogy``, the 3CosAdd accuracy on ``--analogies`` planted questions (any word of
+the answer cell counts). Each against its exact chance level (random neighbours; the
+neighbours of i.i.d. vectors are a uniform subset) and the untrained tables.
+
+Outputs (in ``--out``): ``skipgram.csv`` (one row per configuration),
+``skipgram.json`` (everything: configuration, corpus statistics, chance, untrained,
+rows) and ``skipgram.png`` (the measures per configuration; the cell means of the
+trained vectors of six topics in their first two principal components, where the
+planted parallelograms show).
+
+References:
+  Mikolov et al., *Efficient estimation of word representations in vector space*,
+  2013; *Distributed representations of words and phrases and their
+  compositionality*, NeurIPS 2013. Levy & Goldberg, *Neural word embedding as implicit
+  matrix factorization*, NeurIPS 2014.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from gradest.models import skipgram
+from gradest.samplers import LogUniformSampler, UniformSampler, unigram_sampler
+
+CONFIGS = {
+  "default": dict(sampler="unigram^0.75", subsample=True, shared=False),
+  "no_subsampling": dict(sampler="unigram^0.75", subsample=False, shared=False),
+  "uniform_noise": dict(sampler="uniform", subsample=True, shared=False),
+  "log_uniform_noise": dict(sampler="log-uniform", subsample=True, shared=False),
+  "shared_negatives": dict(sampler="unigram^0.75", subsample=True, shared=True),
+}
+MEASURES = ("topic_precision", "cell_precision", "analogy_accuracy")
+LABELS = {
+  "topic_precision": "topic P@k",
+  "cell_precision": "cell P@k",
+  "analogy_accuracy": "analogy",
+}
+COLUMNS = (
+  "config",
+  "sampler",
+  "threshold",
+  "negatives",
+  "pairs",
+  "steps",
+  "words_per_second",
+  "pairs_per_second",
+  "train_seconds",
+  "compile_seconds",
+  "final_loss",
+  "topic_precision",
+  "cell_precision",
+  "analogy_accuracy",
+)
+
+
+def make_sampler(name: str, counts, vocab_size: int):
+  if name == "unigram^0.75":
+    return unigram_sampler(counts, 0.75)
+  if name == "uniform":
+    return UniformSampler(vocab_size)
+  if name == "log-uniform":
+    return LogUniformSampler(vocab_size)
+  raise ValueError(f"unknown sampler {name!r}")
+
+
+def measures(embeddings, corpus, args, key) -> dict[str, float]:
+  m = skipgram.evaluate(embeddings, corpus, key, k=args.k, num_analogies=args.analogies)
+  return {name: float(value) for name, value in m.items()}
+
+
+def run_config(name, corpus, epochs, init, args, keys, progress) -> tuple[dict, Any]:
+  """Trains one configuration; returns its row and its trained tables."""
+  spec = CONFIGS[name]
+  sampler = make_sampler(spec["sampler"], corpus.counts, corpus.vocab_size)
+  params = jax.tree.map(lambda x: x.copy(), init)
+  stamps = []
+
+  def callback(done, total, losses):
+    jax.block_until_ready(losses)
+    progress(done - (stamps[-1][1] if stamps else 0))
+    stamps.append((time.perf_counter(), done))
+
+  start = time.perf_counter()
+  params, losses = skipgram.train(
+    params,
+    epochs,
+    keys["train"],
+    sampler=sampler,
+    num_negatives=args.negatives,
+    learning_rate=args.lr,
+    shared_negatives=spec["shared"],
+    steps_per_call=args.steps_per_call,
+    callback=callback,
+  )
+  jax.block_until_ready(params)
+  seconds = time.perf_counter() - start
+  num_words = sum(b.num_words for b in epochs)
+  num_pairs = sum(b.num_pairs for b in epochs)
+  steps = sum(b.num_steps for b in epochs)
+  if len(stamps) > 1:  # leave out the first call, which compiles
+    timed = stamps[-1][0] - stamps[0][0]
+    fraction = (stamps[-1][1] - stamps[0][1]) / steps
+    per_call = timed / (len(stamps) - 1)
+    compile_seconds = max(0.0, (stamps[0][0] - start) - per_call)
+  else:
+    timed, fraction, compile_seconds = seconds, 1.0, float("nan")
+  tail = losses[-max(1, len(losses) // 10) :]
+  row = {
+    "config": name,
+    "sampler": spec["sampler"],
+    "threshold": args.threshold if spec["subsample"] else 0.0,
+    "negatives": "shared" if spec["shared"] else "per pair",
+    "pairs": num_pairs,
+    "steps": steps,
+    "words_per_second": num_words * fraction / timed,
+    "pairs_per_second": num_pairs * fraction / timed,
+    "train_seconds": round(seconds, 2),
+    "compile_seconds": round(compile_seconds, 2),
+    "final_loss": float(np.mean(tail)),
+  }
+  row.update(measures(params.input, corpus, args, keys["eval"]))
+  row["finite"] = bool(np.all(np.isfinite(np.asarray(params.input))))
+  return row, params
+
+
+# --------------------------------------------------------------------------------------
+# Reporting.
+# --------------------------------------------------------------------------------------
+
+
+def format_table(result) -> str:
+  head = (
+    f"{'config':<18} {'sampler':<12} {'subsample':>9} {'negatives':>9} {'pairs':>10} "
+    f"{'words/s':>9} {'pairs/s':>9} {'loss':>6} {'topic P@k':>9} {'cell P@k':>9} "
+    f"{'analogy':>8}"
+  )
+  lines = [head, "-" * len(head)]
+
+  def quality(m):
+    return " ".join(f"{m[name]:>{w}.3f}" for name, w in zip(MEASURES, (9, 9, 8), strict=True))
+
+  blank = f"{'':<12} {'':>9} {'':>9} {'':>10} {'':>9} {'':>9} {'':>6}"
+  lines.append(f"{'chance':<18} {blank} {quality(result['chance'])}")
+  lines.append(f"{'untrained':<18} {blank} {quality(result['untrained'])}")
+  for r in result["rows"]:
+    lines.append(
+      f"{r['config']:<18} {r['sampler']:<12} {r['threshold']:>9.0e} {r['negatives']:>9} "
+      f"{r['pairs']:>10d} {r['words_per_second']:>9.0f} {r['pairs_per_second']:>9.0f} "
+      f"{r['final_loss']:>6.3f} {quality(r)}"
+    )
+  return "\n".join(lines)
+
+
+def _write_csv(rows, path):
+  with open(path, "w", newline="") as fh:
+    writer = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+
+
+def _plt():
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  return plt
+
+
+def cell_means(embeddings, corpus, topics: int):
+  """Mean unit vector of each cell of the first ``topics`` topics: ``(topics, R, d)``."""
+  e = np.asarray(embeddings, np.float64)
+  e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+  topic, role = np.asarray(corpus.topic), np.asarray(corpus.role)
+  return np.stack(
+    [
+      np.stack([e[(topic == t) & (role == r)].mean(0) for r in range(corpus.num_roles)])
+      for t in range(topics)
+    ]
+  )
+
+
+def plot(result, embeddings, corpus, path):
+  plt = _plt()
+  fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [1.5, 1]})
+  groups = [("untrained", result["untrained"])] + [(r["config"], r) for r in result["rows"]]
+  width = 0.8 / len(MEASURES)
+  x = np.arange(len(groups))
+  for i, name in enumerate(MEASURES):
+    values = [g[1][name] for g in groups]
+    bars = ax.bar(x + (i - 1) * width, values, width, label=LABELS[name])
+    chance = result["chance"][name]
+    ax.hlines(
+      chance,
+      x[0] - 0.45,
+      x[-1] + 0.45,
+      colors=bars.patches[0].get_facecolor(),
+      linestyles=":",
+      linewidth=1,
+    )
+  ax.set_xticks(x)
+  ax.set_xticklabels([g[0] for g in groups], rotation=20, ha="right", fontsize=8)
+  ax.set_ylim(0, 1.05)
+  ax.set_ylabel("quality (dotted: chance)")
+  ax.set_title(f"V = {corpus.vocab_size}, {result['corpus']['tokens']:,} tokens")
+  ax.legend(fontsize=8, loc="upper right")
+
+  # Cell means minus their topic's mean: what is left is the role offset, which the
+  # planted analogies say is the same in every topic.
+  topics = min(8, corpus.num_topics)
+  means = cell_means(embeddings, corpus, topics)  # (T, R, d)
+  offsets = (means - means.mean(axis=1, keepdims=True)).reshape(-1, means.shape[-1])
+  _, _, vt = np.linalg.svd(offsets - offsets.mean(0), full_matrices=False)
+  xy = (offsets @ vt[:2].T).reshape(topics, corpus.num_roles, 2)
+  for t in range(topics):
+    ax2.plot(*np.vstack([xy[t], xy[t, :1]]).T, "-", color="gray", lw=0.6, alpha=0.5)
+  for r in range(corpus.num_roles):
+    ax2.scatter(xy[:, r, 0], xy[:, r, 1], color=f"C{r}", s=30, label=f"role {r}")
+  ax2.set_title(
+    f"cell mean - topic mean, {topics} topics (PCA):\nthe role offsets the analogies need",
+    fontsize=9,
+  )
+  ax2.legend(fontsize=7)
+  ax2.set_xticks([])
+  ax2.set_yticks([])
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------
+# Command line.
+# --------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(
+    prog="python -m benchmarks.skipgram",
+    description="Skip-gram with negative sampling on a planted corpus: words/s and quality.",
+  )
+  parser.add_argument("--sentences", type=int, default=None, help="sentences (150000)")
+  parser.add_argument("--sentence-length", type=int, default=20, help="words per sentence")
+  parser.add_argument("--topics", type=int, default=None, help="planted topics (50)")
+  parser.add_argument("--roles", type=int, default=None, help="planted roles (4)")
+  parser.add_argument("--words-per-cell", type=int, default=None, help="synonyms (50)")
+  parser.add_argument("--function-words", type=int, default=None, help="function words (100)")
+  parser.add_argument("--dim", type=int, default=None, help="embedding dimension (32)")
+  parser.add_argument("--window", type=int, default=None, help="largest window (5)")
+  parser.add_argument("--negatives", type=int, default=5, help="negatives per pair")
+  parser.add_argument("--batch-size", type=int, default=None, help="pairs per step (1024)")
+  parser.add_argument("--threshold", type=float, default=None, help="subsampling t (1e-3)")
+  parser.add_argument("--rule", default="paper", choices=skipgram.SUBSAMPLING_RULES)
+  parser.add_argument("--lr", type=float, default=None, help="initial per-pair rate (0.025)")
+  parser.add_argument("--epochs", type=int, default=1, help="passes over the corpus")
+  parser.add_argument("--steps-per-call", type=int, default=None, help="steps per jit call")
+  parser.add_argument("--k", type=int, default=10, help="neighbours for the precisions")
+  parser.add_argument("--analogies", type=int, default=None, help="analogy questions (2000)")
+  parser.add_argument(
+    "--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS), metavar="NAME"
+  )
+  parser.add_argument("--seed", type=int, default=0, help="PRNG seed")
+  parser.add_argument("--out", default=os.path.join("bench_out", "skipgram"), help="output dir")
+  parser.add_argument("--quick", action="store_true", help="tiny settings (for tests)")
+  parser.add_argument("--no-plots", action="store_true", help="skip the PNG file")
+  parser.add_argument("--quiet", action="store_true", help="no table, no progress bar")
+  args = parser.parse_args(argv)
+  defaults = {
+    "sentences": (1500, 150_000),
+    "topics": (4, 50),
+    "roles": (2, 4),
+    "words_per_cell": (6, 50),
+    "function_words": (8, 100),
+    "dim": (16, 32),
+    "window": (3, 5),
+    "batch_size": (32, 1024),
+    "threshold": (1e-2, 1e-3),
+    "lr": (0.05, 0.025),
+    "steps_per_call": (64, 250),
+    "analogies": (300, 2000),
+  }
+  for name, (small, full) in defaults.items():
+    if getattr(args, name) is None:
+      setattr(args, name, small if args.quick else full)
+  positive = ("sentences", "topics", "words_per_cell", "dim", "window", "negatives")
+  positive += ("batch_size", "epochs", "steps_per_call", "k", "analogies")
+  for name in positive:
+    if getattr(args, name) < 1:
+      parser.error(f"--{name.replace('_', '-')} must be >= 1")
+  if args.roles < 2 or args.topics < 2:
+    parser.error("--topics and --roles must be >= 2 (the planted analogies need two of each)")
+  if args.function_words < 0 or args.sentence_length < 2:
+    parser.error("--function-words must be >= 0 and --sentence-length >= 2")
+  if not args.threshold >= 0:
+    parser.error("--threshold must be >= 0 (0 turns subsampling off)")
+  if not args.lr > 0:
+    parser.error("--lr must be > 0")
+  return args
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+  """Runs the benchmark; returns ``{'config', 'corpus', 'chance', 'untrained', 'rows'}``."""
+  args = parse_args(argv)
+  os.makedirs(args.out, exist_ok=True)
+  root = jax.random.key(args.seed)
+  keys = {
+    name: jax.random.fold_in(root, i)
+    for i, name in enumerate(("corpus", "batches", "init", "train", "eval"))
+  }
+  start = time.perf_counter()
+  corpus = skipgram.planted_corpus(
+    keys["corpus"],
+    args.sentences,
+    sentence_length=args.sentence_length,
+    num_topics=args.topics,
+    num_roles=args.roles,
+    words_per_cell=args.words_per_cell,
+    num_function_words=args.function_words,
+  )
+  counts = np.asarray(corpus.counts)
+  corpus_seconds = time.perf_counter() - start
+
+  thresholds = sorted({args.threshold if CONFIGS[c]["subsample"] else 0.0 for c in args.configs})
+  epochs_by_threshold, preprocess = {}, {}
+  for t in thresholds:
+    t0 = time.perf_counter()
+    epochs_by_threshold[t] = [
+      skipgram.make_batches(
+        jax.random.fold_in(keys["batches"], e),
+        corpus.tokens,
+        corpus.counts,
+        window=args.window,
+        batch_size=args.batch_size,
+        threshold=t,
+        rule=args.rule,
+      )
+      for e in range(args.epochs)
+    ]
+    preprocess[t] = time.perf_counter() - t0
+
+  init = skipgram.init_params(keys["init"], corpus.vocab_size, args.dim)
+  untrained = measures(init.input, corpus, args, keys["eval"])
+  chance = {name: untrained.pop(f"{name}_chance") for name in MEASURES}
+
+  def threshold_of(name):
+    return args.threshold if CONFIGS[name]["subsample"] else 0.0
+
+  total = sum(sum(b.num_steps for b in epochs_by_threshold[threshold_of(c)]) for c in args.configs)
+  bar = tqdm(total=total, desc="skipgram", disable=args.quiet, file=sys.stderr, unit="step")
+  rows, trained = [], {}
+  for name in args.configs:
+    bar.set_postfix_str(name)
+    epochs = epochs_by_threshold[threshold_of(name)]
+    row, params = run_config(name, corpus, epochs, init, args, keys, bar.update)
+    row["preprocess_seconds"] = round(preprocess[threshold_of(name)], 2)
+    rows.append(row)
+    trained[name] = params
+  bar.close()
+
+  kept = {
+    str(t): sum(b.num_pairs for b in epochs_by_threshold[t]) / args.epochs for t in thresholds
+  }
+  config = {k: v for k, v in vars(args).items() if k not in ("out", "quiet", "no_plots")}
+  config.update(backend=jax.default_backend(), seconds=round(time.perf_counter() - start, 1))
+  result = {
+    "config": config,
+    "corpus": {
+      "vocab_size": corpus.vocab_size,
+      "tokens": corpus.num_tokens,
+      "function_word_fraction": float(counts[: args.function_words].sum() / counts.sum()),
+      "rarest_count": int(counts.min()),
+      "pairs_per_epoch": kept,
+      "seconds": round(corpus_seconds, 2),
+    },
+    "chance": chance,
+    "untrained": untrained,
+    "rows": rows,
+  }
+  _write_csv(rows, os.path.join(args.out, "skipgram.csv"))
+  with open(os.path.join(args.out, "skipgram.json"), "w") as fh:
+    json.dump(result, fh, indent=1)
+  if not args.no_plots:
+    shown = "default" if "default" in trained else args.configs[0]
+    plot(result, trained[shown].input, corpus, os.path.join(args.out, "skipgram.png"))
+  if not args.quiet:
+    print(format_table(result))
+    print(f"\n{config['seconds']} s; written to {args.out}")
+  return result
+
+
+if __name__ == "__main__":
+  main()
