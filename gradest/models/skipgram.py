@@ -793,14 +793,10 @@ def _check_step_args(params, centers, contexts, weights, sampler, num_negatives,
 
 
 def _negatives(sampler, key, contexts, num_negatives, shared_negatives):
-  if shared_negatives:
-    return sample_candidates(
-      sampler, key, contexts[:, None], num_negatives, shared_negatives=True
-    ).sampled
-  # Per pair: one draw of B x k ids, distributed as sample_candidates(...,
-  # shared_negatives=False) (independent draws with replacement) but without its key
-  # split per example, which costs about a quarter of a training step on a CPU.
-  return sampler.sample(key, contexts.shape + (num_negatives,))
+  """``(k,)`` negatives shared by the batch, or ``(B, k)`` drawn independently per pair."""
+  return sample_candidates(
+    sampler, key, contexts[:, None], num_negatives, shared_negatives=shared_negatives
+  ).sampled
 
 
 def _output_ids(contexts, negatives, shared_negatives):
@@ -829,10 +825,7 @@ def _hit_mask(contexts, negatives, remove_accidental_hits):
   return ~accidental_hits(contexts[:, None], negatives)
 
 
-def _pair_losses(
-  params, centers, contexts, key, sampler, num_negatives, shared, remove_hits, sampler_type
-):
-  del sampler_type  # a static cache key only (see _SAMPLER_TYPE_NOTE)
+def _pair_losses(params, centers, contexts, key, sampler, num_negatives, shared, remove_hits):
   negatives = _negatives(sampler, key, contexts, num_negatives, shared)
   ids = _output_ids(contexts, negatives, shared)
   mask = _hit_mask(contexts, negatives, remove_hits)
@@ -857,11 +850,10 @@ def pair_losses(
     \ell_b = -\log \sigma(u_{o_b}^\top v_{c_b})
       - \sum_{j=1}^{k} [n_{bj} \ne o_b] \log \sigma(-u_{n_{bj}}^\top v_{c_b}),
 
-  with ``k`` negatives per pair, ``n = sampler.sample(key, (B, k))`` (independent draws
-  with replacement, as ``sample_candidates(..., shared_negatives=False)`` would give,
-  without its key split per pair), or with ``shared_negatives`` one set for the batch,
-  ``n = sample_candidates(sampler, key, contexts[:, None], k).sampled`` of shape
-  ``(k,)``; with ``remove_accidental_hits`` a negative equal to the pair's context is
+  with ``k`` negatives per pair drawn independently with replacement,
+  ``n = sample_candidates(sampler, key, contexts[:, None], k, shared_negatives=False)
+  .sampled`` of shape ``(B, k)``, or with ``shared_negatives`` one set of shape ``(k,)``
+  for the batch; with ``remove_accidental_hits`` a negative equal to the pair's context is
   left out (word2vec skips it). :func:`train_step` draws the same negatives from the
   same key. ``jax.grad`` of a sum of these with respect to ``params`` is a dense ``(V, d)``
   array; :func:`train_step` applies the same gradient sparsely.
@@ -902,17 +894,13 @@ def pair_losses(
     k,
     bool(shared_negatives),
     bool(remove_accidental_hits),
-    type(sampler),
   )
 
 
-_pair_losses_jit = jax.jit(_pair_losses, static_argnums=(5, 6, 7, 8))
+_pair_losses_jit = jax.jit(_pair_losses, static_argnums=(5, 6, 7))
 
 
-def _sparse_step(
-  params, centers, contexts, weights, key, lr, sampler, k, shared, remove_hits, sampler_type=None
-):
-  del sampler_type  # a static cache key only (see _SAMPLER_TYPE_NOTE)
+def _sparse_step(params, centers, contexts, weights, key, lr, sampler, k, shared, remove_hits):
   negatives = _negatives(sampler, key, contexts, k, shared)
   ids = _output_ids(contexts, negatives, shared)
   mask = _hit_mask(contexts, negatives, remove_hits)
@@ -928,7 +916,7 @@ def _sparse_step(
   return new, mean_loss
 
 
-_train_step_jit = jax.jit(_sparse_step, static_argnums=(7, 8, 9, 10), donate_argnums=(0,))
+_train_step_jit = jax.jit(_sparse_step, static_argnums=(7, 8, 9), donate_argnums=(0,))
 
 
 def train_step(
@@ -1016,14 +1004,10 @@ def train_step(
     k,
     bool(shared_negatives),
     bool(remove_accidental_hits),
-    type(sampler),
   )
 
 
-def _scan_steps(
-  params, centers, contexts, weights, learning_rates, key, sampler, k, shared, hits, sampler_type
-):
-  del sampler_type  # a static cache key only (see _SAMPLER_TYPE_NOTE)
+def _scan_steps(params, centers, contexts, weights, learning_rates, key, sampler, k, shared, hits):
   keys = jax.random.split(key, centers.shape[0])
 
   def body(p, inputs):
@@ -1033,12 +1017,7 @@ def _scan_steps(
   return jax.lax.scan(body, params, (centers, contexts, weights, learning_rates, keys))
 
 
-# _SAMPLER_TYPE_NOTE: the jitted functions take ``type(sampler)`` as a static argument.
-# JAX (0.10) compares the tree structures of two dataclass pytrees as equal when only
-# their classes differ (UniformSampler(V) and LogUniformSampler(V): no leaves, the same
-# static fields), so without it the compilation cache can hand one sampler's executable
-# to the other.
-_train_steps_jit = jax.jit(_scan_steps, static_argnums=(7, 8, 9, 10), donate_argnums=(0,))
+_train_steps_jit = jax.jit(_scan_steps, static_argnums=(7, 8, 9), donate_argnums=(0,))
 
 
 def train_steps(
@@ -1105,7 +1084,6 @@ def train_steps(
     k,
     bool(shared_negatives),
     bool(remove_accidental_hits),
-    type(sampler),
   )
 
 
