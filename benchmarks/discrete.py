@@ -48,7 +48,6 @@ References:
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import functools
 import json
@@ -66,6 +65,7 @@ import optax
 from tqdm import tqdm
 
 import gradest
+from benchmarks._common import pyplot, write_csv
 from gradest.distributions import Bernoulli
 from gradest.models import apply_mlp, init_mlp, sbn
 
@@ -460,24 +460,8 @@ def format_sbn_table(results) -> str:
   return "\n".join(lines)
 
 
-def _write_csv(rows, columns, path):
-  with open(path, "w", newline="") as fh:
-    writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-
-
-def _plt():
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  return plt
-
-
 def plot_toy_variance(rows, toys, path):
-  plt = _plt()
+  plt = pyplot()
   fig, axes = plt.subplots(1, len(toys), figsize=(5 * len(toys), 4), squeeze=False)
   for ax, toy in zip(axes[0], toys, strict=True):
     for name in ESTIMATORS:
@@ -501,7 +485,7 @@ def plot_toy_variance(rows, toys, path):
 
 
 def plot_toy_curves(curves, toys, path):
-  plt = _plt()
+  plt = pyplot()
   fig, axes = plt.subplots(1, len(toys), figsize=(5 * len(toys), 4), squeeze=False)
   for ax, toy in zip(axes[0], toys, strict=True):
     for name, losses in curves[toy.name].items():
@@ -516,7 +500,7 @@ def plot_toy_curves(curves, toys, path):
 
 
 def plot_sbn(results, key, ylabel, path, log=False):
-  plt = _plt()
+  plt = pyplot()
   fig, ax = plt.subplots(figsize=(6, 4))
   for r in results:
     style = "--" if r["estimator"] in BIASED + ("wake_sleep",) else "-"
@@ -645,9 +629,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     seconds=round(time.perf_counter() - start, 1),
   )
   if toy_rows_all:
-    _write_csv(toy_rows_all, TOY_COLUMNS, os.path.join(args.out, "toy.csv"))
+    write_csv(toy_rows_all, os.path.join(args.out, "toy.csv"), TOY_COLUMNS)
   if sbn_results:
-    _write_csv(sbn_results, SBN_COLUMNS, os.path.join(args.out, "sbn.csv"))
+    write_csv(sbn_results, os.path.join(args.out, "sbn.csv"), SBN_COLUMNS)
   result = {"config": config, "toy": toy_rows_all, "toy_curves": curves, "sbn": sbn_results}
   with open(os.path.join(args.out, "discrete.json"), "w") as fh:
     json.dump(result, fh, indent=1)

@@ -60,7 +60,6 @@ References:
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import functools
 import json
@@ -78,6 +77,7 @@ import numpy as np
 import optax
 
 import gradest
+from benchmarks._common import pyplot, write_csv
 from benchmarks.speed import FAST_COMPILE_OPTIONS, time_interleaved
 from gradest import fisher
 from gradest.models import apply_mlp, init_mlp
@@ -505,24 +505,8 @@ def format_convergence_table(rows) -> str:
   return "\n".join(lines)
 
 
-def _write_csv(rows, columns, path):
-  with open(path, "w", newline="") as fh:
-    writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-
-
-def _plt():
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  return plt
-
-
 def plot_cost(rows, path):
-  plt = _plt()
+  plt = pyplot()
   fig, ax = plt.subplots(figsize=(7, 3.5))
   names = [r["function"] for r in rows]
   ax.barh(range(len(rows)), [r["gradients"] for r in rows], color="tab:blue")
@@ -538,7 +522,7 @@ def plot_cost(rows, path):
 
 
 def plot_convergence(rows, path):
-  plt = _plt()
+  plt = pyplot()
   problems = list(dict.fromkeys(r["problem"] for r in rows))
   fig, axes = plt.subplots(1, len(problems), figsize=(5 * len(problems), 4), squeeze=False)
   for ax, problem in zip(axes[0], problems, strict=True):
@@ -696,8 +680,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     targets=TARGETS,
   )
   if cost_rows:
-    _write_csv(cost_rows, COST_COLUMNS, os.path.join(args.out, "cost.csv"))
-  _write_csv(convergence, CONVERGENCE_COLUMNS, os.path.join(args.out, "convergence.csv"))
+    write_csv(cost_rows, os.path.join(args.out, "cost.csv"), COST_COLUMNS)
+  write_csv(convergence, os.path.join(args.out, "convergence.csv"), CONVERGENCE_COLUMNS)
   result = {
     "config": config,
     "cost": cost_rows,

@@ -35,7 +35,6 @@ Outputs (in ``--out``): ``nce_time.csv``, ``nce_samplers.csv``, ``nce.json`` and
 from __future__ import annotations
 
 import argparse
-import csv
 import functools
 import json
 import os
@@ -49,6 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import gradest
+from benchmarks._common import pyplot, write_csv
 from benchmarks.speed import time_interleaved
 from gradest.samplers import (
   LogUniformSampler,
@@ -255,20 +255,8 @@ def format_sampler_table(rows) -> str:
   return "\n".join(lines)
 
 
-def _write_csv(rows, path):
-  columns = list(dict.fromkeys(k for r in rows for k in r))
-  with open(path, "w", newline="") as fh:
-    writer = csv.DictWriter(fh, fieldnames=columns)
-    writer.writeheader()
-    writer.writerows(rows)
-
-
 def plot(time_rows, sampler_rows_, path):
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
+  plt = pyplot()
   fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
   methods = list(dict.fromkeys(r["method"] for r in time_rows))
   for m in methods:
@@ -345,8 +333,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for v in args.vocab:
       time_rows += time_vocab(v, args, progress)
   samplers_ = sampler_rows(args, progress) if "samplers" in args.parts else []
-  _write_csv(time_rows, os.path.join(args.out, "nce_time.csv"))
-  _write_csv(samplers_, os.path.join(args.out, "nce_samplers.csv"))
+  write_csv(time_rows, os.path.join(args.out, "nce_time.csv"))
+  write_csv(samplers_, os.path.join(args.out, "nce_samplers.csv"))
   config = {k: v for k, v in vars(args).items()}
   result = dict(
     config=config, time=time_rows, samplers=samplers_, seconds=time.perf_counter() - start,

@@ -57,7 +57,6 @@ References:
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import sys
@@ -69,6 +68,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
+from benchmarks._common import pyplot, write_csv
 from gradest.models import skipgram
 from gradest.samplers import LogUniformSampler, UniformSampler, unigram_sampler
 
@@ -201,22 +201,6 @@ def format_table(result) -> str:
   return "\n".join(lines)
 
 
-def _write_csv(rows, path):
-  with open(path, "w", newline="") as fh:
-    writer = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-
-
-def _plt():
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  return plt
-
-
 def cell_means(embeddings, corpus, topics: int):
   """Mean unit vector of each cell of the first ``topics`` topics: ``(topics, R, d)``."""
   e = np.asarray(embeddings, np.float64)
@@ -231,7 +215,7 @@ def cell_means(embeddings, corpus, topics: int):
 
 
 def plot(result, embeddings, corpus, path):
-  plt = _plt()
+  plt = pyplot()
   fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [1.5, 1]})
   groups = [("untrained", result["untrained"])] + [(r["config"], r) for r in result["rows"]]
   width = 0.8 / len(MEASURES)
@@ -425,7 +409,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     "untrained": untrained,
     "rows": rows,
   }
-  _write_csv(rows, os.path.join(args.out, "skipgram.csv"))
+  write_csv(rows, os.path.join(args.out, "skipgram.csv"), COLUMNS)
   with open(os.path.join(args.out, "skipgram.json"), "w") as fh:
     json.dump(result, fh, indent=1)
   if not args.no_plots:

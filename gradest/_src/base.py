@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 PyTree = Any
 Array = jax.Array
@@ -54,6 +55,15 @@ def as_float_array(x: Any) -> Array:
   if not jnp.issubdtype(x.dtype, jnp.floating):
     x = x.astype(jnp.result_type(float))
   return x
+
+
+def is_concrete(x: Any) -> bool:
+  """Whether ``x`` has a value now (not a tracer inside ``jax.jit`` / ``jax.vmap``)."""
+  try:
+    np.asarray(x)
+  except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+    return False
+  return True
 
 
 def check_num_samples(num_samples: Any, minimum: int = 1, why: str = "") -> int:

@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradest._src.base import Array, check_key, check_positive_int
+from gradest._src.base import Array, check_key, check_positive_int, is_concrete
 
 Shape = int | Sequence[int]
 
@@ -61,14 +61,6 @@ def check_num_classes(num_classes: Any) -> int:
   if n >= 2**31:
     raise ValueError(f"num_classes must be < 2**31 (int32 class ids), got {n}.")
   return n
-
-
-def _is_concrete(x: Any) -> bool:
-  try:
-    np.asarray(x)
-  except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-    return False
-  return True
 
 
 class Sampler(abc.ABC):
@@ -336,7 +328,7 @@ def unigram_sampler(counts: Array, power: float = 0.75) -> UnigramSampler:
       f"power must be a finite number >= 0, got {power}; word2vec uses 0.75, 1 keeps "
       "the counts' own distribution."
     )
-  concrete = _is_concrete(counts)
+  concrete = is_concrete(counts)
   if concrete:
     xp = np
     weights = np.asarray(counts, np.float64)
@@ -454,7 +446,7 @@ def check_labels(labels: Any, num_classes: int | None = None, name: str = "label
       f"{name} must have shape batch + (num_true,), got a scalar; use labels[..., None] "
       "for one true class per example."
     )
-  if num_classes is not None and _is_concrete(labels) and labels.size:
+  if num_classes is not None and is_concrete(labels) and labels.size:
     values = np.asarray(labels)
     low, high = int(values.min()), int(values.max())
     if low < 0 or high >= num_classes:

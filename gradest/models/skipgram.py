@@ -71,7 +71,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradest._src.base import Array, check_key, check_positive_int
+from gradest._src.base import Array, check_key, check_positive_int, is_concrete
 from gradest._src.nce import negative_sampling_loss
 from gradest._src.samplers import Sampler, accidental_hits, sample_candidates
 
@@ -83,14 +83,6 @@ _NUM_COMPONENTS = 4
 # --------------------------------------------------------------------------------------
 # Argument checks.
 # --------------------------------------------------------------------------------------
-
-
-def _is_concrete(x: Any) -> bool:
-  try:
-    np.asarray(x)
-  except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-    return False
-  return True
 
 
 def _int_array(x: Any, name: str) -> Array:
@@ -106,13 +98,13 @@ def _check_counts(counts: Any) -> Array:
     raise ValueError(
       f"counts must have shape (vocab_size,), one count per word, got shape {counts.shape}."
     )
-  if _is_concrete(counts) and np.any(np.asarray(counts) < 0):
+  if is_concrete(counts) and np.any(np.asarray(counts) < 0):
     raise ValueError("counts must be nonnegative (the number of occurrences of each word).")
   return counts
 
 
 def _check_threshold(threshold: Any, name: str = "threshold") -> None:
-  if _is_concrete(threshold):
+  if is_concrete(threshold):
     value = np.asarray(threshold, np.float64)
     if value.shape != () or not (math.isfinite(float(value)) and float(value) >= 0.0):
       raise ValueError(
@@ -463,7 +455,7 @@ def subsample(
 
 
 def _check_ids(ids: Array, vocab_size: int, name: str) -> None:
-  if _is_concrete(ids) and ids.size:
+  if is_concrete(ids) and ids.size:
     values = np.asarray(ids)
     low, high = int(values.min()), int(values.max())
     if low < 0 or high >= vocab_size:
