@@ -88,35 +88,30 @@ def dense_step(loss_name: str, sampler, num_sampled: int):
 
 
 def sparse_step(loss_name: str, sampler, num_sampled: int, learning_rate: float = 0.1):
-  """One SGD step that touches only the true and sampled rows (tables donated)."""
+  """One SGD step that touches only the true and sampled rows (tables donated).
+
+  The rows of the batch's ids are gathered once; the logits come from those rows (the
+  gathered block as the table, local indices), the loss from
+  :func:`gradest.candidate_sampling_loss`, and the gradient with respect to the rows is
+  added back in place.
+  """
 
   def step(weights, biases, hidden, labels, key):
     c = sample_candidates(sampler, key, labels[:, None], num_sampled, unique=True)
     ids = jnp.concatenate([labels, c.sampled])
-    rows, row_biases = weights[ids], biases[ids]
     b = labels.shape[0]
+    local_true = jnp.arange(b)[:, None]
+    local_sampled = jnp.arange(b, b + num_sampled)
 
     def loss(hidden, rows, row_biases):
-      true = jnp.sum(hidden * rows[:b], axis=-1, keepdims=True) + row_biases[:b, None]
-      sampled = hidden @ rows[b:].T + row_biases[b:]
-      softmax = loss_name in ("sampled_softmax", "ranking_nce")
-      mask = ~gradest.samplers.accidental_hits(labels[:, None], c.sampled) if softmax else None
-      if loss_name == "negative_sampling":
-        per_example = gradest.negative_sampling_loss(true, sampled, sampled_mask=mask)
-      else:
-        fn = {
-          "nce": gradest.nce_loss,
-          "sampled_softmax": gradest.sampled_softmax_loss,
-          "ranking_nce": gradest.ranking_nce_loss,
-        }[loss_name]
-        per_example = fn(
-          true, sampled, c.true_log_expected_count, c.sampled_log_expected_count,
-          sampled_mask=mask,
-        )
+      true, sampled = gradest.sampled_logits(hidden, rows, row_biases, local_true, local_sampled)
+      per_example = gradest.candidate_sampling_loss(
+        true, sampled, labels, c, loss=loss_name
+      )
       return per_example.mean()
 
     value, (g_hidden, g_rows, g_biases) = jax.value_and_grad(loss, argnums=(0, 1, 2))(
-      hidden, rows, row_biases
+      hidden, weights[ids], biases[ids]
     )
     weights = weights.at[ids].add(-learning_rate * g_rows)
     biases = biases.at[ids].add(-learning_rate * g_biases)

@@ -52,6 +52,7 @@ from gradest._src.natural_gradient import (
   scale_by_natural_gradient,
 )
 from gradest._src.nce import (
+  candidate_sampling_loss,
   full_softmax_loss,
   infonce_loss,
   nce_loss,
@@ -92,6 +93,7 @@ __all__ = [
   "RelaxEstimate",
   "arm_grad",
   "binary_gumbel_softmax",
+  "candidate_sampling_loss",
   "conditional_gumbel",
   "conditional_logistic",
   "delta_method",

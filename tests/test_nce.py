@@ -291,6 +291,43 @@ def test_sampled_logits_loss_is_the_composition(loss):
   np.testing.assert_allclose(again, got, rtol=1e-6)
 
 
+@pytest.mark.parametrize("loss", ["sampled_softmax", "nce"])
+def test_sparse_row_recipe_equals_the_dense_gradient(loss):
+  """Gathered rows + candidate_sampling_loss: the loss of sampled_logits_loss, and the
+  row gradients scattered back are jax.grad with respect to the whole table."""
+  h, w, b, labels = layer(7)
+  labels = labels[:, :1]
+  sampler = LogUniformSampler(300)
+  c = sample_candidates(sampler, jax.random.key(3), labels, 16, unique=True)
+  ids = jnp.concatenate([labels[:, 0], c.sampled])
+  local_true, local_sampled = jnp.arange(5)[:, None], jnp.arange(5, 21)
+
+  def row_loss(rows, row_biases):
+    t, s = gradest.sampled_logits(h, rows, row_biases, local_true, local_sampled)
+    return gradest.candidate_sampling_loss(t, s, labels, c, loss=loss).sum()
+
+  def dense_loss(w, b):
+    return gradest.sampled_logits_loss(
+      h, w, b, labels, None, sampler=sampler, num_sampled=16, loss=loss, candidates=c
+    ).sum()
+
+  value, (g_rows, g_biases) = jax.jit(jax.value_and_grad(row_loss, (0, 1)))(w[ids], b[ids])
+  dense_value, (g_w, g_b) = jax.value_and_grad(dense_loss, (0, 1))(w, b)
+  assert_close(value, dense_value)
+  assert_close(jnp.zeros_like(w).at[ids].add(g_rows), g_w)
+  assert_close(jnp.zeros_like(b).at[ids].add(g_biases), g_b)
+  per_key = jax.vmap(
+    lambda t: gradest.candidate_sampling_loss(t, jnp.zeros((5, 16)), labels, c, loss=loss)
+  )(jnp.zeros((3, 5, 1)))
+  assert per_key.shape == (3, 5)
+  with pytest.raises(ValueError, match="loss must be one of"):
+    gradest.candidate_sampling_loss(jnp.zeros((5, 1)), jnp.zeros((5, 16)), labels, c, loss="x")
+  with pytest.raises(ValueError, match="labels must have shape batch"):
+    gradest.candidate_sampling_loss(jnp.zeros((5, 1)), jnp.zeros((5, 16)), labels[:2], c)
+  with pytest.raises(TypeError, match="candidates must be a gradest.samplers.Candidates"):
+    gradest.candidate_sampling_loss(jnp.zeros((5, 1)), jnp.zeros((5, 16)), labels, c.sampled)
+
+
 def test_accidental_hits_are_removed_by_default_for_the_softmax_losses():
   h, w, b, _ = layer(3, num_classes=5)
   labels = jnp.array([[0], [1], [2], [3], [4]])

@@ -57,6 +57,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import optax.tree_utils as otu
 
 from gradest._src.base import (
   Array,
@@ -65,6 +66,7 @@ from gradest._src.base import (
   check_key,
   check_positive_int,
   check_same_structure,
+  tree_weighted_sum,
 )
 from gradest._src.distributions import (
   Bernoulli,
@@ -449,7 +451,6 @@ def fisher_vector_product(
     Method*, JMLR 2020. Kunstner, Hennig & Balles, *Limitations of the Empirical Fisher
     Approximation*, NeurIPS 2019.
   """
-  check_choice(kind, "kind", KINDS)
   lik = get_likelihood(likelihood)
   s = check_positive_int(num_samples, "num_samples")
   _check_kind(kind, key)
@@ -713,7 +714,6 @@ def fisher_diagonal(
     Martens, *New Insights and Perspectives on the Natural Gradient Method*, JMLR 2020.
     Kunstner, Hennig & Balles, NeurIPS 2019.
   """
-  check_choice(kind, "kind", DIAGONAL_KINDS)
   lik = get_likelihood(likelihood)
   s = check_positive_int(num_samples, "num_samples")
   _check_kind(kind, key, DIAGONAL_KINDS)
@@ -756,8 +756,8 @@ def fisher_diagonal(
   def body(acc, xs):
     x, y, m = xs
     sq = jax.vmap(squared_grads)(x, y)
-    return jax.tree.map(lambda a, t: a + jnp.tensordot(m.astype(t.dtype), t, axes=1), acc, sq), None
+    return jax.tree.map(jnp.add, acc, tree_weighted_sum(m, sq)), None
 
-  zeros = jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), jnp.result_type(p)), params)
-  total, _ = jax.lax.scan(body, zeros, (*jax.tree.map(chunked, (inputs, second)), mask))
+  chunks = (*jax.tree.map(chunked, (inputs, second)), mask)
+  total, _ = jax.lax.scan(body, otu.tree_zeros_like(params), chunks)
   return jax.tree.map(lambda t: t / count, total)

@@ -584,13 +584,9 @@ def scale_by_fisher_diagonal(
     check_same_structure(updates, params, "updates", "params")
     d = fisher_diagonal(apply_fn, params, batch, likelihood=lik, kind=kind, key=key, num_samples=s)
     count = optax.safe_increment(state.count)
-    diagonal = jax.tree.map(
-      lambda a, b: beta * a + (1.0 - beta) * b.astype(a.dtype), state.diagonal, d
-    )
-    correction = 1.0 - beta ** count.astype(jnp.float32)
-    out = jax.tree.map(
-      lambda g, a: (g / (a / correction.astype(a.dtype) + lam)).astype(g.dtype), updates, diagonal
-    )
+    diagonal = otu.tree_update_moment(_cast_like(d, state.diagonal), state.diagonal, beta, 1)
+    corrected = otu.tree_bias_correction(diagonal, beta, count)
+    out = jax.tree.map(lambda g, a: (g / (a + lam)).astype(g.dtype), updates, corrected)
     return out, FisherDiagonalState(diagonal=diagonal, count=count)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -47,7 +47,7 @@ from gradest._src.samplers import (
   Sampler,
   accidental_hits,
   check_labels,
-  sample_candidates,
+  checked_candidates,
 )
 
 LOSSES = ("nce", "negative_sampling", "sampled_softmax", "ranking_nce")
@@ -520,8 +520,12 @@ def sampled_logits(
     ((2, 1), (2, 3))
   """
   hidden, weights, biases, labels = _check_layer(hidden, weights, biases, labels)
+  sampled = _check_sampled(sampled, hidden.shape[:-1])
+  return _gathered_logits(hidden, weights, biases, labels, sampled)
+
+
+def _check_sampled(sampled: Any, batch_shape: tuple[int, ...]) -> Array:
   sampled = jnp.asarray(sampled)
-  batch_shape = hidden.shape[:-1]
   if not jnp.issubdtype(sampled.dtype, jnp.integer):
     raise TypeError(f"sampled must be integer class ids, got dtype {sampled.dtype}.")
   if sampled.ndim != 1 and sampled.shape[:-1] != batch_shape:
@@ -529,7 +533,7 @@ def sampled_logits(
       f"sampled must have shape (num_sampled,) or batch + (num_sampled,) with batch = "
       f"{batch_shape}, got {sampled.shape}."
     )
-  return _gathered_logits(hidden, weights, biases, labels, sampled)
+  return sampled
 
 
 @jax.jit
@@ -574,10 +578,12 @@ def sampled_logits_loss(
 
   Gradients: ``jax.grad`` with respect to ``weights`` is a dense ``(V, dim)`` array
   (JAX has no sparse gradients), which costs ``O(V dim)`` memory traffic per step. For a
-  step whose cost does not grow with ``V``, differentiate with respect to the gathered
-  rows instead (:func:`sampled_logits` on ``weights[ids]``) and apply the update with
-  ``weights.at[ids].add(...)`` in a jitted step with the table donated, as the
-  skip-gram example does.
+  step whose cost does not grow with ``V``, gather the rows ``weights[ids]`` of the true
+  and sampled ids yourself, compute the logits from them (:func:`sampled_logits` with
+  the gathered rows as the table and local indices), apply the same loss with
+  :func:`candidate_sampling_loss`, differentiate with respect to the rows and update
+  with ``weights.at[ids].add(...)`` in a jitted step with the table donated
+  (``benchmarks/nce.py`` does exactly this).
 
   Args:
     hidden: ``batch + (dim,)``.
@@ -626,10 +632,8 @@ def sampled_logits_loss(
     TensorFlow, ``tf.nn.nce_loss``, ``tf.nn.sampled_softmax_loss``. Jean et al., ACL
     2015. Gutmann & Hyvärinen, JMLR 2012. Ma & Collins, EMNLP 2018.
   """
-  if loss not in LOSSES:
-    raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}.")
-  if log_partition is not None and loss != "nce":
-    raise ValueError(f"log_partition is an NCE parameter; got it with loss={loss!r}.")
+  _check_loss_name(loss, log_partition)
+  # Labels are checked (range included, when concrete) once here, not again below.
   hidden, weights, biases, labels = _check_layer(hidden, weights, biases, labels, num_true)
   if not isinstance(sampler, Sampler):
     raise TypeError(
@@ -644,20 +648,93 @@ def sampled_logits_loss(
   if candidates is None:
     if key is None:
       raise ValueError("key is needed to draw the negatives (or pass candidates=...).")
-    candidates = sample_candidates(
+    candidates = checked_candidates(
       sampler, key, labels, num_sampled, unique=unique, shared_negatives=shared_negatives,
       exclude_true=exclude_true,
     )
-  elif not isinstance(candidates, Candidates):
+  else:
+    _check_candidates(candidates, hidden.shape[:-1])
+  true_logits, sampled = _gathered_logits(hidden, weights, biases, labels, candidates.sampled)
+  return _candidate_loss(
+    true_logits, sampled, labels, candidates, log_partition, loss,
+    _remove_hits(loss, remove_accidental_hits),
+  )
+
+
+def candidate_sampling_loss(
+  true_logits: Array,
+  sampled_logits: Array,
+  labels: Array,
+  candidates: Candidates,
+  *,
+  loss: str = "sampled_softmax",
+  remove_accidental_hits: bool | None = None,
+  log_partition: Array | float | None = None,
+) -> Array:
+  r"""The loss of :func:`sampled_logits_loss` from logits computed elsewhere.
+
+  For a model that computes its true and sampled logits itself — from gathered rows
+  whose gradient it takes directly (a sparse update, flat in ``V``), or from anything
+  other than a linear layer — this applies the corrections of ``candidates``, the
+  accidental-hit mask and the chosen loss exactly as :func:`sampled_logits_loss` does.
+
+  Args:
+    true_logits: ``batch + (num_true,)``.
+    sampled_logits: ``batch + (num_sampled,)``, for the ids ``candidates.sampled``.
+    labels: int ``batch + (num_true,)`` (or ``batch``), for the accidental hits.
+    candidates: the :class:`gradest.samplers.Candidates` the negatives came from.
+    loss, remove_accidental_hits, log_partition: as in :func:`sampled_logits_loss`.
+
+  Returns:
+    The loss of each example, shape ``batch``.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from gradest.samplers import UniformSampler, sample_candidates
+    >>> labels = jnp.array([[1], [2]])
+    >>> c = sample_candidates(UniformSampler(100), jax.random.key(0), labels, 8)
+    >>> candidate_sampling_loss(jnp.zeros((2, 1)), jnp.zeros((2, 8)), labels, c).shape
+    (2,)
+  """
+  _check_loss_name(loss, log_partition)
+  true_logits, sampled_logits = _check_logits(true_logits, sampled_logits)
+  batch_shape = true_logits.shape[:-1]
+  labels = jnp.asarray(labels)
+  if labels.shape == batch_shape:
+    labels = labels[..., None]
+  if labels.shape[:-1] != batch_shape or labels.ndim != len(batch_shape) + 1:
+    raise ValueError(
+      f"labels must have shape batch or batch + (num_true,) with batch = {batch_shape} "
+      f"(from true_logits), got {labels.shape}."
+    )
+  labels = check_labels(labels)
+  _check_candidates(candidates, batch_shape)
+  return _candidate_loss(
+    true_logits, sampled_logits, labels, candidates, log_partition, loss,
+    _remove_hits(loss, remove_accidental_hits),
+  )
+
+
+def _check_loss_name(loss: Any, log_partition: Any) -> None:
+  if loss not in LOSSES:
+    raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}.")
+  if log_partition is not None and loss != "nce":
+    raise ValueError(f"log_partition is an NCE parameter; got it with loss={loss!r}.")
+
+
+def _check_candidates(candidates: Any, batch_shape: tuple[int, ...]) -> None:
+  if not isinstance(candidates, Candidates):
     raise TypeError(
       f"candidates must be a gradest.samplers.Candidates, got {type(candidates).__name__}."
     )
-  true_logits, sampled = sampled_logits(hidden, weights, biases, labels, candidates.sampled)
+  _check_sampled(candidates.sampled, batch_shape)
+
+
+def _remove_hits(loss: str, remove_accidental_hits: bool | None) -> bool:
+  """TensorFlow's defaults: remove accidental hits for the softmax losses only."""
   if remove_accidental_hits is None:
-    remove_accidental_hits = loss in ("sampled_softmax", "ranking_nce")
-  return _candidate_loss(
-    true_logits, sampled, labels, candidates, log_partition, loss, remove_accidental_hits
-  )
+    return loss in ("sampled_softmax", "ranking_nce")
+  return bool(remove_accidental_hits)
 
 
 @functools.partial(jax.jit, static_argnums=(5, 6))

@@ -600,9 +600,18 @@ def sample_candidates(
       "sampler must be a gradest sampler (UniformSampler, LogUniformSampler, "
       f"UnigramSampler), got {type(sampler).__name__}."
     )
+  return checked_candidates(
+    sampler, key, check_labels(labels, sampler.num_classes), num_sampled, unique=unique,
+    shared_negatives=shared_negatives, exclude_true=exclude_true,
+  )
+
+
+def checked_candidates(
+  sampler, key, labels, num_sampled, *, unique, shared_negatives, exclude_true
+) -> Candidates:
+  """:func:`sample_candidates` for ``labels`` already checked by :func:`check_labels`."""
   check_key(key)
   num_classes = sampler.num_classes
-  labels = check_labels(labels, num_classes)
   k = check_positive_int(num_sampled, "num_sampled")
   per_set_excluded = labels.size if shared_negatives else labels.shape[-1]
   available = num_classes - (per_set_excluded if exclude_true else 0)
