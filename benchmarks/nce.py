@@ -90,21 +90,20 @@ def dense_step(loss_name: str, sampler, num_sampled: int):
 def sparse_step(loss_name: str, sampler, num_sampled: int, learning_rate: float = 0.1):
   """One SGD step that touches only the true and sampled rows (tables donated).
 
-  The rows of the batch's ids are gathered once; the logits come from those rows (the
-  gathered block as the table, local indices), the loss from
-  :func:`gradest.candidate_sampling_loss`, and the gradient with respect to the rows is
-  added back in place.
+  The rows of the batch's ids are gathered once; the logits come from slices of that
+  block (slices, not a second gather, whose transpose would add a scatter to the
+  backward pass), the loss from :func:`gradest.candidate_sampling_loss`, and the
+  gradient with respect to the rows is added back in place.
   """
 
   def step(weights, biases, hidden, labels, key):
     c = sample_candidates(sampler, key, labels[:, None], num_sampled, unique=True)
     ids = jnp.concatenate([labels, c.sampled])
     b = labels.shape[0]
-    local_true = jnp.arange(b)[:, None]
-    local_sampled = jnp.arange(b, b + num_sampled)
 
     def loss(hidden, rows, row_biases):
-      true, sampled = gradest.sampled_logits(hidden, rows, row_biases, local_true, local_sampled)
+      true = jnp.sum(hidden * rows[:b], axis=-1, keepdims=True) + row_biases[:b, None]
+      sampled = hidden @ rows[b:].T + row_biases[b:]
       per_example = gradest.candidate_sampling_loss(
         true, sampled, labels, c, loss=loss_name
       )

@@ -579,8 +579,8 @@ def sampled_logits_loss(
   Gradients: ``jax.grad`` with respect to ``weights`` is a dense ``(V, dim)`` array
   (JAX has no sparse gradients), which costs ``O(V dim)`` memory traffic per step. For a
   step whose cost does not grow with ``V``, gather the rows ``weights[ids]`` of the true
-  and sampled ids yourself, compute the logits from them (:func:`sampled_logits` with
-  the gathered rows as the table and local indices), apply the same loss with
+  and sampled ids yourself, compute the logits from slices of that block, apply the
+  same loss with
   :func:`candidate_sampling_loss`, differentiate with respect to the rows and update
   with ``weights.at[ids].add(...)`` in a jitted step with the table donated
   (``benchmarks/nce.py`` does exactly this).
