@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import operator
 from collections.abc import Callable, Sequence
@@ -55,6 +56,31 @@ def as_float_array(x: Any) -> Array:
   if not jnp.issubdtype(x.dtype, jnp.floating):
     x = x.astype(jnp.result_type(float))
   return x
+
+
+def require_extra(modules: Sequence[str], extra: str, user: str) -> None:
+  """Raises an ``ImportError`` naming the extra to install when a module is missing.
+
+  Args:
+    modules: the importable names ``user`` needs (e.g. ``["flax"]``).
+    extra: gradest's optional extra that installs them (e.g. ``"flax"``).
+    user: what needs them, for the message (e.g. ``"gradest.flax"``).
+  """
+  missing = [m for m in modules if importlib.util.find_spec(m) is None]
+  if missing:
+    raise ImportError(
+      f"Missing {', '.join(missing)} for {user}: install gradest's {extra!r} extra with "
+      f'pip install "gradest[{extra}]".'
+    )
+
+
+def compute_dtype(*args: Any) -> Any:
+  """The dtype to compute in for inputs ``args`` (arrays or dtypes): at least float32.
+
+  Half-precision inputs (float16, bfloat16) are computed in float32 and the results cast
+  back to the inputs' dtype; float32 and float64 are computed in their own dtype.
+  """
+  return jnp.promote_types(jnp.result_type(*args), jnp.float32)
 
 
 def is_concrete(x: Any) -> bool:

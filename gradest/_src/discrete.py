@@ -40,6 +40,7 @@ from gradest._src.base import (
   check_num_samples,
   check_positive_int,
   check_scalar_output,
+  compute_dtype,
   sample_keys,
 )
 from gradest._src.distributions import Bernoulli
@@ -557,7 +558,8 @@ def gumbel_rao(
   ``logits`` is that of the mean of ``num_conditional`` relaxed samples drawn
   conditionally on it. Use it inside a model's loss in place of
   ``gumbel_softmax(..., hard=True)``: ``jax.grad`` of the loss is then the Gumbel-Rao
-  estimate (biased, lower variance than straight-through).
+  estimate (biased, lower variance than straight-through). Computed in at least
+  float32; the result has the dtype of ``logits``.
 
   Examples:
     >>> import jax, jax.numpy as jnp
@@ -573,7 +575,8 @@ def gumbel_rao(
   k_cond = check_positive_int(num_conditional, "num_conditional")
   fam = get_family(family)
   logits = check_logits(logits, fam)
-  return _gumbel_rao_sample(fam, key, logits, temperature, k_cond)
+  work = logits.astype(compute_dtype(logits.dtype))
+  return _gumbel_rao_sample(fam, key, work, temperature, k_cond).astype(logits.dtype)
 
 
 def _gumbel_rao_sample(fam, key, logits, temperature, num_conditional):

@@ -30,8 +30,13 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import digamma, gammaln
 
-from gradest._src.base import as_float_array
-from gradest._src.gumbel import check_temperature, gumbel_noise, logistic_noise
+from gradest._src.base import as_float_array, compute_dtype
+from gradest._src.gumbel import (
+  centered_logits,
+  check_temperature,
+  gumbel_softmax,
+  logistic_noise,
+)
 
 Array = jax.Array
 
@@ -216,6 +221,15 @@ def _log_clamped(x: Array) -> Array:
   return jnp.log(jnp.maximum(x, jnp.finfo(x.dtype).tiny))
 
 
+def _relaxed_work(dist: Any, x: Array | None = None):
+  """The logits, temperature (and ``x``) of a relaxed family in the compute dtype."""
+  work = compute_dtype(dist.logits.dtype)
+  out = (dist.logits.astype(work), dist.temperature.astype(work))
+  if x is None:
+    return out
+  return (*out, jnp.asarray(x).astype(work))
+
+
 def _check_relaxed(logits: Any, temperature: Any, min_ndim: int) -> tuple[Array, Array]:
   logits = as_float_array(logits)
   if logits.ndim < min_ndim:
@@ -240,8 +254,9 @@ class RelaxedBernoulli(Distribution):
     p(y) = \frac{\tau\,\alpha\, y^{-\tau-1} (1-y)^{-\tau-1}}
       {\big(\alpha y^{-\tau} + (1-y)^{-\tau}\big)^2},
 
-  evaluated in log space (``logaddexp``), with ``y`` and ``1 - y`` clamped to the
-  smallest normal float so that it stays finite at the boundaries.
+  evaluated in log space (``logaddexp``) in at least float32, with ``y`` and ``1 - y``
+  clamped to the smallest normal float so that it stays finite at the boundaries.
+  Half-precision parameters are upcast to float32 and results cast back to their dtype.
 
   Args:
     logits: :math:`\ell`, any shape (the event shape).
@@ -272,20 +287,20 @@ class RelaxedBernoulli(Distribution):
 
   def sample(self, key: Array, sample_shape: int | Sequence[int] = ()) -> Array:
     shape = _shape(sample_shape) + self.event_shape
-    noise = logistic_noise(key, shape, self.logits.dtype)
-    return jax.nn.sigmoid((self.logits + noise) / self.temperature)
+    logits, t = _relaxed_work(self)
+    noise = logistic_noise(key, shape, logits.dtype)
+    return jax.nn.sigmoid((logits + noise) / t).astype(self.logits.dtype)
 
   def log_prob(self, x: Array) -> Array:
-    x = jnp.asarray(x, self.logits.dtype)
-    t = self.temperature
+    logits, t, x = _relaxed_work(self, x)
     log_y, log_1my = _log_clamped(x), _log_clamped(1.0 - x)
     lp = (
       jnp.log(t)
-      + self.logits
+      + logits
       - (t + 1.0) * (log_y + log_1my)
-      - 2.0 * jnp.logaddexp(self.logits - t * log_y, -t * log_1my)
+      - 2.0 * jnp.logaddexp(logits - t * log_y, -t * log_1my)
     )
-    return _sum_event(lp, len(self.event_shape))
+    return _sum_event(lp, len(self.event_shape)).astype(self.logits.dtype)
 
 
 @jax.tree_util.register_dataclass
@@ -303,8 +318,16 @@ class RelaxedCategorical(Distribution):
     p(y) = (K-1)!\,\tau^{K-1} \prod_{k} \frac{\alpha_k y_k^{-\tau-1}}
       {\sum_i \alpha_i y_i^{-\tau}}, \qquad \alpha = e^{\ell},
 
-  evaluated in log space (``logsumexp``) with ``y`` clamped to the smallest normal
-  float, so it is finite at the boundary of the simplex. Reparameterized.
+  evaluated in its shift-invariant log-softmax form
+
+  .. math::
+    \log p(y) = \log (K-1)! + (K-1)\log\tau
+      + \sum_k \big[\mathrm{log\,softmax}(\ell - \tau \log y)_k - \log y_k\big],
+
+  in at least float32, with the logits shifted by their maximum and ``y`` clamped to
+  the smallest normal float: adding a constant to the logits changes nothing, and the
+  density is finite at the boundary of the simplex. Half-precision parameters are upcast
+  to float32 and results cast back to their dtype. Reparameterized.
 
   Args:
     logits: :math:`\ell`, shape ``batch + (K,)``.
@@ -340,22 +363,21 @@ class RelaxedCategorical(Distribution):
     return self.logits.shape[-1]
 
   def sample(self, key: Array, sample_shape: int | Sequence[int] = ()) -> Array:
-    shape = _shape(sample_shape) + self.event_shape
-    noise = gumbel_noise(key, shape, self.logits.dtype)
-    return jax.nn.softmax((self.logits + noise) / self.temperature, axis=-1)
+    return gumbel_softmax(
+      key, jnp.broadcast_to(self.logits, _shape(sample_shape) + self.event_shape),
+      self.temperature,
+    )
 
   def log_prob(self, x: Array) -> Array:
-    x = jnp.asarray(x, self.logits.dtype)
-    k, t = self.num_classes, self.temperature
+    logits, t, x = _relaxed_work(self, x)
+    logits = centered_logits(logits, -1)
     log_y = _log_clamped(x)
-    scores = self.logits - t * log_y
     lp = (
-      gammaln(float(k))
-      + (k - 1) * jnp.log(t)
-      + jnp.sum(self.logits - (t + 1.0) * log_y, axis=-1)
-      - k * jax.nn.logsumexp(scores, axis=-1)
+      gammaln(float(self.num_classes))
+      + (self.num_classes - 1) * jnp.log(t)
+      + jnp.sum(jax.nn.log_softmax(logits - t * log_y, axis=-1) - log_y, axis=-1)
     )
-    return _sum_event(lp, len(self.event_shape) - 1)
+    return _sum_event(lp, len(self.event_shape) - 1).astype(self.logits.dtype)
 
 
 @jax.tree_util.register_dataclass

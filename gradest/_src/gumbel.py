@@ -12,8 +12,12 @@ difference of two Gumbels): :math:`\mathbb 1[\ell + L > 0] \sim \mathrm{Bernoull
 
 Every function draws its uniforms in at least float32, kept inside
 :math:`[\mathrm{tiny}, 1 - \varepsilon/2]`, so no logarithm ever sees 0 and the noise
-is finite in every floating dtype, float16 and bfloat16 included; the result is then
-cast to the requested dtype.
+is finite in every floating dtype, float16 and bfloat16 included. Functions of logits
+compute in at least float32 (half-precision logits are upcast, perturbed, divided by the
+temperature and normalized in float32) and return the logits' dtype, so a tiny
+temperature or logits near float16's range give finite results on the simplex. Logits
+are shifted by their maximum along the class axis before they are perturbed: every
+result is invariant to adding a constant to the logits, as the distribution is.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from gradest._src.base import Array, as_float_array, check_key
+from gradest._src.base import Array, as_float_array, check_key, compute_dtype
 
 Shape = Sequence[int]
 
@@ -35,7 +39,18 @@ def _noise_dtype(dtype: Any) -> Any:
   dtype = jnp.dtype(dtype)
   if not jnp.issubdtype(dtype, jnp.floating):
     raise TypeError(f"dtype must be a floating-point dtype, got {dtype}.")
-  return jnp.promote_types(dtype, jnp.float32)
+  return compute_dtype(dtype)
+
+
+def centered_logits(logits: Array, axis: int) -> Array:
+  """``logits`` in the compute dtype, shifted so that their maximum along ``axis`` is 0.
+
+  The shift changes no distribution over the classes; it keeps the perturbed logits in
+  range whatever their offset, so results do not depend on it.
+  """
+  work = logits.astype(compute_dtype(logits.dtype))
+  top = jnp.max(work, axis=axis, keepdims=True)
+  return work - jax.lax.stop_gradient(jnp.where(jnp.isfinite(top), top, 0.0))
 
 
 def _uniform(key: Array, shape: Shape, dtype: Any) -> Array:
@@ -129,7 +144,8 @@ def gumbel_max(key: Array, logits: Array, axis: int = -1) -> Array:
   """
   logits = as_float_array(logits)
   axis = _check_axis(logits, axis)
-  return jnp.argmax(logits + gumbel_noise(key, logits.shape, logits.dtype), axis=axis)
+  work = centered_logits(logits, axis)
+  return jnp.argmax(work + gumbel_noise(key, logits.shape, work.dtype), axis=axis)
 
 
 def gumbel_softmax(
@@ -169,8 +185,10 @@ def gumbel_softmax(
   check_temperature(temperature)
   logits = as_float_array(logits)
   axis = _check_axis(logits, axis)
-  perturbed = logits + gumbel_noise(key, logits.shape, logits.dtype)
-  y = jax.nn.softmax(perturbed / temperature, axis=axis)
+  work = centered_logits(logits, axis)
+  perturbed = work + gumbel_noise(key, logits.shape, work.dtype)
+  y = jax.nn.softmax(perturbed / jnp.asarray(temperature, work.dtype), axis=axis)
+  y = y.astype(logits.dtype)
   if not hard:
     return y
   index = jnp.argmax(perturbed, axis=axis)
@@ -195,8 +213,9 @@ def binary_gumbel_softmax(
   """
   check_temperature(temperature)
   logits = as_float_array(logits)
-  z = logits + logistic_noise(key, logits.shape, logits.dtype)
-  y = jax.nn.sigmoid(z / temperature)
+  work = logits.astype(compute_dtype(logits.dtype))
+  z = work + logistic_noise(key, logits.shape, work.dtype)
+  y = jax.nn.sigmoid(z / jnp.asarray(temperature, work.dtype)).astype(logits.dtype)
   if not hard:
     return y
   return straight_through((z > 0).astype(y.dtype), y)
@@ -251,7 +270,8 @@ def gumbel_top_k(key: Array, logits: Array, k: int, axis: int = -1) -> Array:
       f"k must satisfy 1 <= k <= number of classes ({num_classes}), got k={k}; "
       "sampling without replacement cannot return more classes than there are."
     )
-  perturbed = jnp.moveaxis(logits + gumbel_noise(key, logits.shape, logits.dtype), axis, -1)
+  work = centered_logits(logits, axis)
+  perturbed = jnp.moveaxis(work + gumbel_noise(key, logits.shape, work.dtype), axis, -1)
   _, index = jax.lax.top_k(perturbed, k)
   return jnp.moveaxis(index, -1, axis)
 
@@ -263,8 +283,9 @@ def truncated_gumbel(key: Array, location: Array, upper: Array) -> Array:
     X = -\log\big(e^{-M} + e^{-a} E\big), \qquad E \sim \mathrm{Exp}(1),
 
   which has the CDF :math:`\exp(-e^{-(x - a)}) / \exp(-e^{-(M - a)})` for
-  :math:`x \le M`. Computed as ``-logaddexp(-M, -a + log E)``: finite for any finite
-  inputs, and differentiable in ``location`` and ``upper`` (reparameterized).
+  :math:`x \le M`. Computed as ``-logaddexp(-M, -a + log E)`` in at least float32:
+  finite for any finite inputs, at most ``upper``, and differentiable in ``location``
+  and ``upper`` (reparameterized).
 
   Args:
     key: a PRNG key.
@@ -272,10 +293,12 @@ def truncated_gumbel(key: Array, location: Array, upper: Array) -> Array:
     upper: :math:`M`, broadcastable to ``location``.
   """
   location = as_float_array(location)
+  work = compute_dtype(location.dtype)
   upper = jnp.asarray(upper, location.dtype)
   shape = jnp.broadcast_shapes(location.shape, upper.shape)
-  log_e = _log_exponential(key, shape, location.dtype)
-  return -jnp.logaddexp(-upper, -location + log_e)
+  log_e = _log_exponential(key, shape, work)
+  x = -jnp.logaddexp(-upper.astype(work), -location.astype(work) + log_e)
+  return x.astype(location.dtype)
 
 
 def _log_exponential(key: Array, shape: Shape, dtype: Any) -> Array:
@@ -323,15 +346,25 @@ def conditional_gumbel(key: Array, logits: Array, index: Array, axis: int = -1) 
       f"{index.shape}."
     )
   k_max, k_rest = jax.random.split(key)
-  log_z = jax.nn.logsumexp(logits, axis=axis, keepdims=True)
-  top = log_z - _log_exponential(k_max, log_z.shape, logits.dtype)
-  rest = truncated_gumbel(k_rest, logits, top)
-  # In float32 a truncated coordinate far below a huge maximum can round up to it; keep
-  # the argmax strict (a measure-zero event, so no gradient is lost).
+  work = logits.astype(compute_dtype(logits.dtype))
+  log_z = jax.nn.logsumexp(work, axis=axis, keepdims=True)
+  top = log_z - _log_exponential(k_max, log_z.shape, work.dtype)
+  rest = truncated_gumbel(k_rest, work, top)
+  # Cast to the logits' dtype, keeping every value finite there (the maximum of float16
+  # logits near its range can exceed it by the noise).
+  top, rest = (_finite_cast(x, logits.dtype) for x in (top, rest))
+  # A truncated coordinate far below a huge maximum can round up to it; keep the argmax
+  # strict (a measure-zero event, so no gradient is lost).
   below_top = jnp.nextafter(jax.lax.stop_gradient(top), jnp.asarray(-jnp.inf, top.dtype))
   rest = jnp.minimum(rest, below_top)
   chosen = _one_hot(index, logits.shape[axis], axis, jnp.bool_)
   return jnp.where(chosen, top, rest)
+
+
+def _finite_cast(x: Array, dtype: Any) -> Array:
+  """``x`` cast to ``dtype``, clipped to its finite range first."""
+  info = jnp.finfo(dtype)
+  return jnp.clip(x, float(info.min), float(info.max)).astype(dtype)
 
 
 def conditional_logistic(key: Array, logits: Array, sample: Array) -> Array:
@@ -361,5 +394,7 @@ def conditional_logistic(key: Array, logits: Array, sample: Array) -> Array:
   signed = jnp.where(positive, logits, -logits).astype(work)
   # signed - log sigmoid(signed) = softplus(signed): no cancellation for huge |logits|.
   z = jax.nn.softplus(signed) - log_v + jnp.logaddexp(log_1mv, log_v + jax.nn.log_sigmoid(-signed))
-  z = jnp.maximum(z, jnp.finfo(work).tiny)  # z > 0 exactly; rounding must not flip it
-  return jnp.where(positive, z, -z).astype(logits.dtype)
+  # z > 0 exactly in the logits' dtype (rounding must not flip or zero it), and finite.
+  info = jnp.finfo(logits.dtype)
+  z = jnp.clip(z, float(info.tiny), float(info.max)).astype(logits.dtype)
+  return jnp.where(positive, z, -z)

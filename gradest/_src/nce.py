@@ -40,7 +40,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from gradest._src.base import Array
+from gradest._src.base import Array, compute_dtype
 from gradest._src.gumbel import check_temperature
 from gradest._src.samplers import (
   Candidates,
@@ -61,10 +61,6 @@ def _float(x: Any, name: str) -> Array:
   if not jnp.issubdtype(x.dtype, jnp.floating):
     raise TypeError(f"{name} must be a floating-point array, got dtype {x.dtype}.")
   return x
-
-
-def _work_dtype(*arrays: Array) -> Any:
-  return jnp.promote_types(jnp.result_type(*arrays), jnp.float32)
 
 
 def _broadcast(x: Any, shape: tuple[int, ...], name: str, target: str, dtype: Any) -> Array:
@@ -98,7 +94,7 @@ def _prepare(true_logits, sampled_logits, true_log_ec, sampled_log_ec, sampled_m
   """Checks shapes, casts to the work dtype and applies the expected-count correction."""
   true_logits, sampled_logits = _check_logits(true_logits, sampled_logits)
   out_dtype = jnp.result_type(true_logits, sampled_logits)
-  work = _work_dtype(true_logits, sampled_logits)
+  work = compute_dtype(true_logits, sampled_logits)
   t = true_logits.astype(work)
   s = sampled_logits.astype(work)
   if true_log_ec is not None:
@@ -424,7 +420,7 @@ def infonce_loss(
 @functools.partial(jax.jit, static_argnums=(4, 5, 6))
 def _infonce(anchors, positives, negatives, temperature, in_batch, normalize, symmetric):
   out_dtype = jnp.result_type(anchors, positives)
-  work = _work_dtype(anchors, positives)
+  work = compute_dtype(anchors, positives)
   a, p = anchors.astype(work), positives.astype(work)
   n = None if negatives is None else negatives.astype(work)
   if normalize:
@@ -786,7 +782,7 @@ def full_softmax_loss(
 @jax.jit
 def _full_softmax(hidden, weights, biases, labels):
   out_dtype = jnp.result_type(hidden, weights)
-  logits = (hidden @ weights.T).astype(_work_dtype(hidden, weights))
+  logits = (hidden @ weights.T).astype(compute_dtype(hidden, weights))
   if biases is not None:
     logits = logits + biases
   true = jnp.take_along_axis(logits, labels, axis=-1)

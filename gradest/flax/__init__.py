@@ -5,7 +5,11 @@
 (:func:`gradest.sampled_logits_loss`) and evaluate with the full softmax.
 """
 
-from gradest.flax import nnx
-from gradest.flax.linen import SampledOutput
+from gradest._src.base import require_extra
+
+require_extra(["flax"], "flax", "gradest.flax")
+
+from gradest.flax import nnx  # noqa: E402
+from gradest.flax.linen import SampledOutput  # noqa: E402
 
 __all__ = ["SampledOutput", "nnx"]

@@ -85,6 +85,7 @@ from gradest._src.base import (
   check_key,
   check_num_samples,
   check_positive_int,
+  require_extra,
 )
 from gradest._src.distributions import Bernoulli
 
@@ -973,13 +974,8 @@ def load_binarized_digits(test_fraction: float = 0.2) -> tuple[np.ndarray, np.nd
     raise TypeError(f"test_fraction must be a number in (0, 1), got {type(test_fraction)}.")
   if not 0.0 < test_fraction < 1.0:
     raise ValueError(f"test_fraction must lie strictly between 0 and 1, got {test_fraction}.")
-  try:
-    from sklearn.datasets import load_digits
-  except ImportError as err:
-    raise ImportError(
-      "load_binarized_digits needs scikit-learn, an optional dependency of gradest: "
-      "pip install scikit-learn (or pip install 'gradest[bench]')."
-    ) from err
+  require_extra(["sklearn"], "bench", "load_binarized_digits")
+  from sklearn.datasets import load_digits
   images = load_digits().data
   data = (images / 16.0 > 0.5).astype(np.float32)
   order = np.random.RandomState(0).permutation(data.shape[0])
