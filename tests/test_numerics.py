@@ -75,44 +75,24 @@ def assert_same(eager, jitted, dtype):
 # --------------------------------------------------------------------------------------
 
 
-@given(logits_case(), TEMPERATURE, st.booleans())
-def test_gumbel_softmax_finite_simplex_dtype_jit(case, temperature, hard):
+@pytest.mark.parametrize("relaxation", ["gumbel_softmax", "binary_gumbel_softmax"])
+@given(case=logits_case(), temperature=TEMPERATURE, hard=st.booleans())
+def test_relaxed_samples_finite_dtype_jit(relaxation, case, temperature, hard):
   dtype, values = case
+  fn = getattr(gradest, relaxation)
   key = jax.random.key(1)
   with precision(dtype):
     logits = jnp.asarray(values, dtype)
-    y = gradest.gumbel_softmax(key, logits, temperature, hard=hard)
-    assert_finite_of(y, dtype, "gumbel_softmax")
-    assert_simplex(y, dtype)
+    y = fn(key, logits, temperature, hard=hard)
+    assert_finite_of(y, dtype, relaxation)
+    if relaxation == "gumbel_softmax":
+      assert_simplex(y, dtype)
+    assert bool(jnp.all((y >= 0) & (y <= 1)))
     if hard:
       assert set(np.unique(np.asarray(y, np.float64))) <= {0.0, 1.0}
-    jitted = jax.jit(gradest.gumbel_softmax, static_argnames="hard")(
-      key, logits, temperature, hard=hard
-    )
-    assert_same(y, jitted, dtype)
-    grad = jax.grad(
-      lambda lg: jnp.sum(gradest.gumbel_softmax(key, lg, temperature, hard=hard)[..., 0])
-    )(logits)
-    assert_finite_of(grad, dtype, "gumbel_softmax gradient")
-
-
-@given(logits_case(), TEMPERATURE, st.booleans())
-def test_binary_gumbel_softmax_finite_dtype_jit(case, temperature, hard):
-  dtype, values = case
-  key = jax.random.key(2)
-  with precision(dtype):
-    logits = jnp.asarray(values, dtype)
-    y = gradest.binary_gumbel_softmax(key, logits, temperature, hard=hard)
-    assert_finite_of(y, dtype, "binary_gumbel_softmax")
-    assert bool(jnp.all((y >= 0) & (y <= 1)))
-    jitted = jax.jit(gradest.binary_gumbel_softmax, static_argnames="hard")(
-      key, logits, temperature, hard=hard
-    )
-    assert_same(y, jitted, dtype)
-    grad = jax.grad(lambda lg: jnp.sum(gradest.binary_gumbel_softmax(key, lg, temperature)))(
-      logits
-    )
-    assert_finite_of(grad, dtype, "binary_gumbel_softmax gradient")
+    assert_same(y, jax.jit(fn, static_argnames="hard")(key, logits, temperature, hard=hard), dtype)
+    grad = jax.grad(lambda lg: jnp.sum(fn(key, lg, temperature, hard=hard)[..., 0]))(logits)
+    assert_finite_of(grad, dtype, f"{relaxation} gradient")
 
 
 @given(
