@@ -10,6 +10,10 @@ precision.
 
 import functools
 import math
+import os
+import pathlib
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -512,3 +516,49 @@ def test_other_bad_inputs():
     )  # fmt: skip
   with pytest.raises(ValueError, match="scalar"):
     gmc.pathwise_jacobians(lambda x: x, PARAMS, gmc.multi_normal, RNG, 8)
+
+
+# --------------------------------------------------------------------------------------
+# Costs and builders optax accepted.
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cost", [np.sum, sum], ids=["np.sum", "builtin_sum"])
+@pytest.mark.parametrize("name", list(OURS))
+def test_numpy_and_builtin_costs_under_jit(name, cost):
+  """optax's own tests pass np.sum as the cost, static under jax.jit; called twice."""
+  jitted = jax.jit(OURS[name], static_argnums=(0, 2, 4))
+  for rng in (RNG, OTHER_RNG):  # the second call is the one that crashed the process
+    got = jitted(cost, PARAMS, gmc.multi_normal, rng, 16)
+    want = jitted(jnp.sum, PARAMS, gmc.multi_normal, rng, 16)
+    for a, b in zip(got, want, strict=True):
+      np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+NUMPY_COST_SCRIPT = """
+import jax, jax.numpy as jnp, numpy as np
+from gradest import monte_carlo as mc
+params = [jnp.zeros(3), jnp.zeros(3)]
+for estimator in (mc.score_function_jacobians, mc.pathwise_jacobians,
+                  mc.measure_valued_jacobians):
+  jitted = jax.jit(estimator, static_argnums=(0, 2, 4))
+  for cost in (np.sum, sum, np.sum):
+    for seed in (0, 1):
+      jac = jitted(cost, params, mc.multi_normal, jax.random.key(seed), 4)
+      assert all(bool(jnp.all(jnp.isfinite(j))) for j in jac)
+print("all ok")
+"""
+
+
+def test_numpy_cost_does_not_crash_a_fresh_process():
+  """In a fresh process, with no earlier JAX state: np.sum used to crash the interpreter."""
+  root = str(pathlib.Path(__file__).resolve().parents[1])
+  env = {
+    **os.environ,
+    "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
+  }
+  result = subprocess.run(
+    [sys.executable, "-c", NUMPY_COST_SCRIPT], env=env, capture_output=True, text=True, timeout=300
+  )
+  assert result.returncode == 0, result.stdout + result.stderr
+  assert "all ok" in result.stdout

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -130,9 +132,51 @@ def check_same_structure(tree: PyTree, reference: PyTree, name: str, reference_n
       )
 
 
+def as_jax_callable(f: Callable[..., Any]) -> Callable[..., Any]:
+  """``f`` in a form that ``jax.jit`` and ``jax.eval_shape`` accept.
+
+  Those transformations cache on a weak reference to the function, and NumPy functions
+  (``np.sum``), ufuncs (``np.cos``) and callables with ``__slots__`` cannot be weakly
+  referenced: JAX raises a ``TypeError`` for them, and a later call in the same
+  process can crash the interpreter. Such a callable is wrapped in a Python function
+  that calls it; any other callable is returned unchanged, so JAX's caches keep
+  hitting. Every user-supplied function gradest hands to one of those transformations
+  goes through here.
+
+  Args:
+    f: any callable.
+
+  Returns:
+    ``f`` itself if it can be weakly referenced, else a function with the same
+    behaviour that can.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, numpy as np
+    >>> jax.eval_shape(as_jax_callable(np.sum), jnp.ones(3)).shape
+    ()
+  """
+  try:
+    weakref.ref(f)
+  except TypeError:
+    pass
+  else:
+    return f
+
+  @functools.wraps(f, assigned=("__doc__",), updated=())
+  def call(*args: Any, **kwargs: Any) -> Any:
+    return f(*args, **kwargs)
+
+  call.__name__ = call.__qualname__ = getattr(f, "__name__", type(f).__name__)
+  return call
+
+
 def check_scalar_output(f: Callable[..., Any], *args: Any, name: str = "f") -> None:
-  """Raises at trace time if ``f(*args)`` is not a real scalar."""
-  out = jax.eval_shape(f, *args)
+  """Raises at trace time if ``f(*args)`` is not a real scalar.
+
+  ``f`` may be any callable, NumPy functions and builtins included (see
+  :func:`as_jax_callable`).
+  """
+  out = jax.eval_shape(as_jax_callable(f), *args)
   leaves = jax.tree.leaves(out)
   if len(leaves) != 1 or leaves[0].shape != ():
     shapes = [getattr(leaf, "shape", None) for leaf in leaves]
