@@ -209,6 +209,40 @@ def check_key(key: Any) -> None:
     )
 
 
+def open_uniform(key: Array, shape: Sequence[int], dtype: Any = float) -> Array:
+  r"""Uniform draws in the open interval :math:`(0, 1)`, in at least float32.
+
+  ``jax.random.uniform`` draws from :math:`[0, 1)` on a grid of spacing
+  :math:`2^{-23}` in float32 (:math:`2^{-10}` in float16, :math:`2^{-7}` in bfloat16),
+  so it returns exactly 0 once in :math:`2^{23} \approx 8 \times 10^6` float32 draws,
+  where :math:`\log u`, :math:`\sqrt{-\log u}` and inverse CDFs are infinite. Samplers
+  that transform a uniform that way draw it here: in float32 (or in ``dtype`` if it is
+  wider, e.g. float64), clipped to :math:`[\mathrm{tiny},\, 1 - \epsilon/2]` (``tiny``
+  the smallest normal number, :math:`1 - \epsilon/2` the largest number below 1), so
+  the transform is finite. Every other draw is that of ``jax.random.uniform(key, shape,
+  promote_types(dtype, float32))`` unchanged. Half precision gets float32's finer grid:
+  cast the transformed sample back to the caller's dtype.
+
+  Args:
+    key: a PRNG key.
+    shape: the shape of the draw.
+    dtype: the caller's floating dtype; the draw uses ``promote_types(dtype, float32)``.
+
+  Returns:
+    An array of ``shape`` with values in :math:`(0, 1)`.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> u = open_uniform(jax.random.key(0), (4,), jnp.bfloat16)
+    >>> u.dtype, bool(jnp.all((u > 0) & (u < 1)))
+    (dtype('float32'), True)
+  """
+  dtype = jnp.promote_types(jnp.result_type(dtype), jnp.float32)
+  info = jnp.finfo(dtype)
+  u = jax.random.uniform(key, tuple(shape), dtype)
+  return jnp.clip(u, info.tiny, 1.0 - info.epsneg)
+
+
 def tree_mean(tree: PyTree) -> PyTree:
   """Mean over the leading (sample) axis of every leaf.
 

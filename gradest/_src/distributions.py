@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import digamma, gammaln
 
-from gradest._src.base import as_float_array
+from gradest._src.base import as_float_array, open_uniform
 from gradest._src.gumbel import check_temperature, gumbel_noise, logistic_noise
 
 Array = jax.Array
@@ -147,8 +147,9 @@ class Bernoulli(Distribution):
 
   def sample(self, key: Array, sample_shape: int | Sequence[int] = ()) -> Array:
     shape = _shape(sample_shape) + self.event_shape
-    u = jax.random.uniform(key, shape, self.logits.dtype)
-    # u < sigmoid(l)  <=>  log u - log1p(-u) < l, which is exact for huge |logits|.
+    # u < sigmoid(l)  <=>  log u - log1p(-u) < l: exact for huge |logits| with u in the
+    # open interval (u = 0 would give 1 for any finite logit) and in at least float32.
+    u = open_uniform(key, shape, self.logits.dtype)
     return (jnp.log(u) - jnp.log1p(-u) < self.logits).astype(self.logits.dtype)
 
   def log_prob(self, x: Array) -> Array:
