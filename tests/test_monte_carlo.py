@@ -562,3 +562,29 @@ def test_numpy_cost_does_not_crash_a_fresh_process():
   )
   assert result.returncode == 0, result.stdout + result.stderr
   assert "all ok" in result.stdout
+
+
+class OneArgumentDist:
+  """A non-Gaussian class whose constructor takes one argument (as in optax's tests)."""
+
+  def __init__(self, params):
+    self._params = params
+
+  def sample(self, n):
+    return np.zeros(n)
+
+
+@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("coupling", [True, False])
+def test_measure_valued_rejects_a_non_gaussian_class_before_building_it(coupling, jit):
+  """optax raised ValueError, not the constructor's TypeError, for two params."""
+  est = gmc.measure_valued_jacobians
+  if jit:
+    est = jax.jit(est, static_argnums=(0, 2, 4, 5))
+  with pytest.raises(ValueError, match="Gaussian"):
+    est(lambda x: jnp.sum(x) ** 2, PARAMS, OneArgumentDist, RNG, 8, coupling)
+
+
+def test_measure_valued_rejects_a_non_distribution_from_a_function_builder():
+  with pytest.raises(ValueError, match="returned OneArgumentDist"):
+    gmc.measure_valued_jacobians(cos_cost, PARAMS, lambda m, s: OneArgumentDist(m), RNG, 8)

@@ -483,6 +483,32 @@ def _module_root(obj: Any) -> str:
   return type(obj).__module__.split(".")[0]
 
 
+# Foreign Gaussians that as_distribution turns into a Normal, by module root and class name.
+_FOREIGN_NORMALS = {"distrax": ("Normal", "MultivariateNormalDiag"), "numpyro": ("Normal",)}
+
+
+def converts_to_normal(cls: type) -> bool:
+  """Whether :func:`as_distribution` can return a :class:`Normal` for an instance of ``cls``.
+
+  Decided from the class alone, so a caller that needs a Gaussian can reject a
+  distribution class before constructing it. True for :class:`Normal` and its
+  subclasses, optax 0.2.6's ``MultiNormalDiagFromLogScale`` (and the class of that name
+  in :mod:`gradest.monte_carlo`), distrax's ``Normal`` and ``MultivariateNormalDiag``
+  (a Normal only without batch axes) and numpyro's ``Normal``.
+
+  Args:
+    cls: a class.
+
+  Returns:
+    ``False`` if no instance of ``cls`` is converted to a :class:`Normal`.
+  """
+  if not isinstance(cls, type):
+    return False
+  if issubclass(cls, Normal) or cls.__name__ == "MultiNormalDiagFromLogScale":
+    return True
+  return cls.__name__ in _FOREIGN_NORMALS.get(cls.__module__.split(".")[0], ())
+
+
 def as_distribution(dist: Any, name: str = "dist_fn(params)") -> Distribution:
   """Returns ``dist`` in gradest's distribution protocol.
 
