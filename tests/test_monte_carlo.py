@@ -542,10 +542,9 @@ params = [jnp.zeros(3), jnp.zeros(3)]
 for estimator in (mc.score_function_jacobians, mc.pathwise_jacobians,
                   mc.measure_valued_jacobians):
   jitted = jax.jit(estimator, static_argnums=(0, 2, 4))
-  for cost in (np.sum, sum, np.sum):
-    for seed in (0, 1):
-      jac = jitted(cost, params, mc.multi_normal, jax.random.key(seed), 4)
-      assert all(bool(jnp.all(jnp.isfinite(j))) for j in jac)
+  for seed in (0, 1):
+    jac = jitted(np.sum, params, mc.multi_normal, jax.random.key(seed), 4)
+    assert all(bool(jnp.all(jnp.isfinite(j))) for j in jac)
 print("all ok")
 """
 
