@@ -147,8 +147,9 @@ class Bernoulli(Distribution):
 
   def sample(self, key: Array, sample_shape: int | Sequence[int] = ()) -> Array:
     shape = _shape(sample_shape) + self.event_shape
-    # u < sigmoid(l)  <=>  log u - log1p(-u) < l: exact for huge |logits| with u in the
-    # open interval (u = 0 would give 1 for any finite logit) and in at least float32.
+    # u < sigmoid(l)  <=>  log u - log1p(-u) < l, with no overflow for huge |logits|. u is
+    # in the open interval (u = 0 gave 1 for any finite logit; now logits below -87 never
+    # give 1) and on float32's grid of 2**-23, the smallest P(1) it resolves.
     u = open_uniform(key, shape, self.logits.dtype)
     return (jnp.log(u) - jnp.log1p(-u) < self.logits).astype(self.logits.dtype)
 
