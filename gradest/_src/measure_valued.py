@@ -31,8 +31,13 @@ def rayleigh(key: Array, shape: tuple[int, ...], dtype: Any = float) -> Array:
   r"""Standard Rayleigh draws :math:`\sqrt{-2 \log U}`, always finite.
 
   ``jax.random.rayleigh`` is infinite when its uniform is exactly 0; here :math:`U`
-  comes from :func:`open_uniform`, so the largest draw is about 13.2. Computed in at
-  least float32 and returned in ``dtype``.
+  comes from :func:`open_uniform`, so the largest draw is about 13.2 (float32) or 37.6
+  (float64). Where :math:`U > 0`, a float32 or float64 draw is ``jax.random.rayleigh``'s.
+
+  Args:
+    key: a PRNG key.
+    shape: the shape of the draw.
+    dtype: the dtype returned; the draw is computed in at least float32.
   """
   return jnp.sqrt(-2.0 * jnp.log(open_uniform(key, shape, dtype))).astype(dtype)
 
