@@ -90,7 +90,7 @@ import jax.numpy as jnp
 
 from gradest._src.base import Array, check_num_samples, check_positive_int, draw_samples
 from gradest._src.control_variates import hessian_diagonal, optimal_coefficient
-from gradest._src.distributions import Distribution, Normal, as_distribution
+from gradest._src.distributions import Distribution, Normal, as_distribution, converts_to_normal
 from gradest._src.measure_valued import measure_valued_grad
 from gradest._src.pathwise import pathwise_grad
 from gradest._src.score_function import score_function_grad
@@ -418,8 +418,9 @@ def measure_valued_jacobians(
     A list with one ``(num_samples,) + param.shape`` array per entry of ``params``.
 
   Raises:
-    ValueError: ``dist_builder`` does not build a Gaussian; ``num_samples < 1``;
-      ``function`` does not return a scalar.
+    ValueError: ``dist_builder`` does not build a Gaussian (a distribution class is
+      rejected before it is called, whatever its signature, as in optax);
+      ``num_samples < 1``; ``function`` does not return a scalar.
     TypeError: ``params`` is not a tuple/list.
 
   Examples:
@@ -436,19 +437,28 @@ def measure_valued_jacobians(
     section 6.
   """
   params = _check_params(params, "measure_valued_jacobians")
+  # A class is checked before it is constructed (optax raised ValueError for any
+  # builder other than multi_normal, whatever its signature); a function is called.
+  if isinstance(dist_builder, type) and not converts_to_normal(dist_builder):
+    raise ValueError(_not_gaussian_message(f"dist_builder is the class {dist_builder.__name__}"))
   built = dist_builder(*params)
-  if not isinstance(_as_gradest(built), Normal):
+  if not (converts_to_normal(type(built)) and isinstance(_as_gradest(built), Normal)):
     raise ValueError(
-      "measure_valued_jacobians supports Gaussian distributions only: dist_builder must "
-      "return a diagonal Gaussian (gradest.monte_carlo.multi_normal, optax's "
-      "multi_normal, gradest.distributions.Normal, or a distrax / numpyro Normal), but "
-      f"dist_builder(*params) returned {type(built).__name__}; use "
-      "score_function_jacobians for other distributions."
+      _not_gaussian_message(f"dist_builder(*params) returned {type(built).__name__}")
     )
   estimate = measure_valued_grad(
     function, _dist_fn(dist_builder), params, rng, num_samples, coupling=coupling
   )
   return list(estimate.per_sample)
+
+
+def _not_gaussian_message(what: str) -> str:
+  return (
+    "measure_valued_jacobians supports Gaussian distributions only: dist_builder must "
+    "build a diagonal Gaussian (gradest.monte_carlo.multi_normal, optax's multi_normal, "
+    f"gradest.distributions.Normal, or a distrax / numpyro Normal), but {what}; use "
+    "score_function_jacobians or pathwise_jacobians for other distributions."
+  )
 
 
 _GRADEST_ESTIMATORS = (score_function_jacobians, pathwise_jacobians, measure_valued_jacobians)

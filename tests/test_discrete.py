@@ -744,6 +744,13 @@ def test_cost_must_return_a_scalar(name, key):
     _call(name, lambda b: b**2, SMALL_LOGITS, key)
 
 
+@pytest.mark.parametrize("name", sorted(set(ALL_ESTIMATORS) - {"reinforce_categorical"}))
+def test_numpy_and_builtin_costs(name, key):
+  """np.sum cannot be weakly referenced, which jax.eval_shape needs; called twice."""
+  for cost in (np.sum, sum, np.sum):
+    _call(name, cost, SMALL_LOGITS, key)
+
+
 @pytest.mark.parametrize("name", sorted(ALL_ESTIMATORS))
 def test_cost_must_return_a_float(name, key):
   with pytest.raises(TypeError, match="f must return a floating-point scalar"):

@@ -52,6 +52,24 @@ def test_bernoulli_sample_frequencies(key):
   assert_unbiased(x, jax.nn.sigmoid(logits))
 
 
+def test_bernoulli_sample_where_the_uniform_is_zero():
+  """u = 0 made log u - log1p(-u) = -inf < logits: a 1 for any finite logit."""
+  key, shape, index = jax.random.key(4), (1 << 20,), 286683  # an exact zero among the draws
+  assert float(jax.random.uniform(key, shape)[index]) == 0.0, "pick another key"
+  x = Bernoulli(jnp.float32(-100.0)).sample(key, shape)
+  assert not np.any(np.asarray(x))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+def test_bernoulli_half_precision_frequencies(dtype):
+  """Half-precision logits draw float32 uniforms: the grid of a float16 (bfloat16)
+  uniform, 2**-10 (2**-7), would make P(1) 3/1024 (1/128) for sigmoid(-6) = 0.0025."""
+  logits = jnp.asarray(-6.0, dtype)
+  x = Bernoulli(logits).sample(jax.random.key(1), (1 << 20,))
+  assert x.dtype == dtype
+  assert_unbiased(x, jax.nn.sigmoid(jnp.float32(-6.0)))
+
+
 def test_categorical_log_prob_entropy_and_frequencies(key):
   logits = jnp.array([[0.1, 1.0, -2.0], [0.0, 0.0, 3.0]])
   d = Categorical(logits)

@@ -92,6 +92,21 @@ def test_non_scalar_cost_is_rejected(name, key):
     ESTIMATORS[name](jnp.cos, gaussian, PARAMS, key, 4)
 
 
+@pytest.mark.parametrize("cost", [np.sum, sum], ids=["np.sum", "builtin_sum"])
+@pytest.mark.parametrize("name", ESTIMATORS)
+def test_numpy_and_builtin_costs(name, cost, key):
+  """Any callable cost, static under jax.jit and called twice (np.sum cannot be weakly
+  referenced, which jax.eval_shape and jax.jit need of the function they are given)."""
+  fn = ESTIMATORS[name]
+  jitted = jax.jit(lambda f, p, k: fn(f, gaussian, p, k, 8), static_argnums=0)
+  for k in (key, jax.random.key(1)):
+    got, want = jitted(cost, PARAMS, k), jitted(jnp.sum, PARAMS, k)
+    for x, y in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+      np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-6)
+  eager = fn(cost, gaussian, PARAMS, key, 8)
+  assert np.all(np.isfinite(eager.values))
+
+
 @pytest.mark.parametrize("name", ESTIMATORS)
 def test_dist_fn_without_sample_is_rejected(name, key):
   with pytest.raises(TypeError, match="dist_fn"):

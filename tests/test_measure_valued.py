@@ -1,8 +1,10 @@
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import gradest
+from gradest._src.measure_valued import rayleigh
 from gradest.distributions import Gamma, Normal
 
 from .helpers import assert_smaller_variance, assert_unbiased
@@ -71,3 +73,49 @@ def test_bad_chunk_size(key):
     gradest.measure_valued_grad(
       jnp.sum, lambda m: Normal(m, 1.0), jnp.ones(2), key, 4, coordinate_chunk_size=0
     )
+
+
+# jax.random.uniform(jax.random.key(4), (2**20,)) is exactly 0 at this index.
+ZERO_KEY, ZERO_SHAPE, ZERO_INDEX = 4, (1 << 20,), 286683
+
+
+def test_rayleigh_is_finite_where_the_uniform_is_zero():
+  key = jax.random.key(ZERO_KEY)
+  assert float(jax.random.uniform(key, ZERO_SHAPE)[ZERO_INDEX]) == 0.0, "pick another key"
+  assert np.isinf(jax.random.rayleigh(key, 1.0, ZERO_SHAPE)[ZERO_INDEX])
+  w = np.asarray(rayleigh(key, ZERO_SHAPE, jnp.float32))
+  assert np.all(np.isfinite(w))
+  np.testing.assert_allclose(w[ZERO_INDEX], np.sqrt(-2.0 * np.log(np.finfo(np.float32).tiny)))
+  others = np.arange(w.size) != ZERO_INDEX
+  np.testing.assert_array_equal(
+    w[others], np.asarray(jax.random.rayleigh(key, 1.0, ZERO_SHAPE))[others]
+  )
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+def test_rayleigh_in_half_precision_is_finite_and_returned_in_its_dtype(dtype):
+  w = rayleigh(jax.random.key(ZERO_KEY), ZERO_SHAPE, dtype)
+  assert w.dtype == dtype
+  assert bool(jnp.all(jnp.isfinite(w)))
+
+
+def test_a_zero_uniform_in_a_replacement_gives_finite_per_sample_gradients():
+  """The draw that made optax's weighted-linear test infinite: key 1, sample 54202.
+
+  With ``rng = key(1)`` the Rayleigh uniform of sample 54202, coordinate 1, is exactly 0;
+  ``jax.random.rayleigh`` turned it into ``inf``, and the per-sample gradient with it.
+  """
+  n, sample, coordinate = 54203, 54202, 1
+  sample_key = jax.random.split(jax.random.key(1), n)[sample]
+  k_pos = jax.random.split(jax.random.fold_in(sample_key, 1), 4)[0]  # _replacements' stream
+  assert float(jax.random.uniform(k_pos, (3,))[coordinate]) == 0.0, "pick another key"
+  weights = jnp.array([4.0, 2.0, 3.0])
+  params = (jnp.array([1.0, 2.0, 3.0]), jnp.array([-1.0, 0.3, -2.0]))
+  est = jax.jit(
+    lambda p, k: gradest.measure_valued_grad(
+      lambda x: jnp.sum(weights * x), lambda q: Normal(q[0], jnp.exp(q[1])), p, k, n
+    )
+  )(params, jax.random.key(1))
+  for leaf in jax.tree.leaves(est.per_sample):
+    assert np.all(np.isfinite(leaf))
+  assert_unbiased(est.per_sample, (weights, jnp.zeros(3)))

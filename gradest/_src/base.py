@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import math
 import operator
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -156,9 +158,51 @@ def check_same_structure(tree: PyTree, reference: PyTree, name: str, reference_n
       )
 
 
+def as_jax_callable(f: Callable[..., Any]) -> Callable[..., Any]:
+  """``f`` in a form that ``jax.jit`` and ``jax.eval_shape`` accept.
+
+  Those transformations cache on a weak reference to the function, and NumPy functions
+  (``np.sum``), ufuncs (``np.cos``) and callables with ``__slots__`` cannot be weakly
+  referenced: JAX raises a ``TypeError`` for them, and a later call in the same
+  process can crash the interpreter. Such a callable is wrapped in a Python function
+  that calls it; any other callable is returned unchanged, so JAX's caches keep
+  hitting. Every user-supplied function gradest hands to one of those transformations
+  goes through here.
+
+  Args:
+    f: any callable.
+
+  Returns:
+    ``f`` itself if it can be weakly referenced, else a function with the same
+    behaviour that can.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, numpy as np
+    >>> jax.eval_shape(as_jax_callable(np.sum), jnp.ones(3)).shape
+    ()
+  """
+  try:
+    weakref.ref(f)
+  except TypeError:
+    pass
+  else:
+    return f
+
+  @functools.wraps(f, assigned=("__doc__",), updated=())
+  def call(*args: Any, **kwargs: Any) -> Any:
+    return f(*args, **kwargs)
+
+  call.__name__ = call.__qualname__ = getattr(f, "__name__", type(f).__name__)
+  return call
+
+
 def check_scalar_output(f: Callable[..., Any], *args: Any, name: str = "f") -> None:
-  """Raises at trace time if ``f(*args)`` is not a real scalar."""
-  out = jax.eval_shape(f, *args)
+  """Raises at trace time if ``f(*args)`` is not a real scalar.
+
+  ``f`` may be any callable, NumPy functions and builtins included (see
+  :func:`as_jax_callable`).
+  """
+  out = jax.eval_shape(as_jax_callable(f), *args)
   leaves = jax.tree.leaves(out)
   if len(leaves) != 1 or leaves[0].shape != ():
     shapes = [getattr(leaf, "shape", None) for leaf in leaves]
@@ -189,6 +233,40 @@ def check_key(key: Any) -> None:
       "key must be a single PRNG key (jax.random.key(0) or jax.random.PRNGKey(0)), "
       f"got an array of shape {key.shape} and dtype {key.dtype}."
     )
+
+
+def open_uniform(key: Array, shape: Sequence[int], dtype: Any = float) -> Array:
+  r"""Uniform draws in the open interval :math:`(0, 1)`, in at least float32.
+
+  ``jax.random.uniform`` draws from :math:`[0, 1)` on a grid of spacing
+  :math:`2^{-23}` in float32 (:math:`2^{-10}` in float16, :math:`2^{-7}` in bfloat16),
+  so it returns exactly 0 once in :math:`2^{23} \approx 8 \times 10^6` float32 draws,
+  where :math:`\log u`, :math:`\sqrt{-\log u}` and inverse CDFs are infinite. Samplers
+  that transform a uniform that way draw it here: in float32 (or in ``dtype`` if it is
+  wider, e.g. float64), clipped to :math:`[\mathrm{tiny},\, 1 - \epsilon/2]` (``tiny``
+  the smallest normal number, :math:`1 - \epsilon/2` the largest number below 1), so
+  the transform is finite. Every other draw is that of ``jax.random.uniform(key, shape,
+  promote_types(dtype, float32))`` unchanged. Half precision gets float32's finer grid:
+  cast the transformed sample back to the caller's dtype.
+
+  Args:
+    key: a PRNG key.
+    shape: the shape of the draw.
+    dtype: the caller's floating dtype; the draw uses ``promote_types(dtype, float32)``.
+
+  Returns:
+    An array of ``shape`` with values in :math:`(0, 1)`.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> u = open_uniform(jax.random.key(0), (4,), jnp.bfloat16)
+    >>> u.dtype, bool(jnp.all((u > 0) & (u < 1)))
+    (dtype('float32'), True)
+  """
+  dtype = compute_dtype(dtype)
+  info = jnp.finfo(dtype)
+  u = jax.random.uniform(key, tuple(shape), dtype)
+  return jnp.clip(u, info.tiny, 1.0 - info.epsneg)
 
 
 def tree_mean(tree: PyTree) -> PyTree:

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import digamma, gammaln
 
-from gradest._src.base import as_float_array, compute_dtype
+from gradest._src.base import as_float_array, compute_dtype, open_uniform
 from gradest._src.gumbel import (
   centered_logits,
   check_temperature,
@@ -152,8 +152,10 @@ class Bernoulli(Distribution):
 
   def sample(self, key: Array, sample_shape: int | Sequence[int] = ()) -> Array:
     shape = _shape(sample_shape) + self.event_shape
-    u = jax.random.uniform(key, shape, self.logits.dtype)
-    # u < sigmoid(l)  <=>  log u - log1p(-u) < l, which is exact for huge |logits|.
+    # u < sigmoid(l)  <=>  log u - log1p(-u) < l, with no overflow for huge |logits|. u is
+    # in the open interval (u = 0 gave 1 for any finite logit; now logits below -87 never
+    # give 1) and on float32's grid of 2**-23, the smallest P(1) it resolves.
+    u = open_uniform(key, shape, self.logits.dtype)
     return (jnp.log(u) - jnp.log1p(-u) < self.logits).astype(self.logits.dtype)
 
   def log_prob(self, x: Array) -> Array:
@@ -502,6 +504,32 @@ class _ForeignDistribution(Distribution):
 
 def _module_root(obj: Any) -> str:
   return type(obj).__module__.split(".")[0]
+
+
+# Foreign Gaussians that as_distribution turns into a Normal, by module root and class name.
+_FOREIGN_NORMALS = {"distrax": ("Normal", "MultivariateNormalDiag"), "numpyro": ("Normal",)}
+
+
+def converts_to_normal(cls: type) -> bool:
+  """Whether :func:`as_distribution` can return a :class:`Normal` for an instance of ``cls``.
+
+  Decided from the class alone, so a caller that needs a Gaussian can reject a
+  distribution class before constructing it. True for :class:`Normal` and its
+  subclasses, optax 0.2.6's ``MultiNormalDiagFromLogScale`` (and the class of that name
+  in :mod:`gradest.monte_carlo`), distrax's ``Normal`` and ``MultivariateNormalDiag``
+  (a Normal only without batch axes) and numpyro's ``Normal``.
+
+  Args:
+    cls: a class.
+
+  Returns:
+    ``False`` if no instance of ``cls`` is converted to a :class:`Normal`.
+  """
+  if not isinstance(cls, type):
+    return False
+  if issubclass(cls, Normal) or cls.__name__ == "MultiNormalDiagFromLogScale":
+    return True
+  return cls.__name__ in _FOREIGN_NORMALS.get(cls.__module__.split(".")[0], ())
 
 
 def as_distribution(dist: Any, name: str = "dist_fn(params)") -> Distribution:

@@ -62,6 +62,7 @@ import optax.tree_utils as otu
 from gradest._src.base import (
   Array,
   PyTree,
+  as_jax_callable,
   check_choice,
   check_key,
   check_positive_int,
@@ -541,7 +542,9 @@ def ggn_vector_product(
       f"targets have {_leading_size(targets, 'targets')} examples but apply_fn(params, "
       f"inputs) returned {n}; inputs and targets must share the leading axis."
     )
-  out_struct = jax.eval_shape(loss_fn, *jax.tree.map(lambda x: x[0], (outputs, targets)))
+  out_struct = jax.eval_shape(
+    as_jax_callable(loss_fn), *jax.tree.map(lambda x: x[0], (outputs, targets))
+  )
   if jax.tree.leaves(out_struct)[0].shape != () or len(jax.tree.leaves(out_struct)) != 1:
     raise ValueError(
       "loss_fn must map one example's (outputs, targets) to a scalar, got shapes "
@@ -719,7 +722,7 @@ def fisher_diagonal(
   _check_kind(kind, key, DIAGONAL_KINDS)
   inputs, targets = _split_batch(batch, kind == "empirical", "fisher_diagonal")
   n = _leading_size(inputs, "inputs")
-  outputs = jax.eval_shape(apply_fn, params, inputs)
+  outputs = jax.eval_shape(as_jax_callable(apply_fn), params, inputs)
   _check_targets(outputs, targets if kind == "empirical" else None, lik)
 
   def example_outputs(p, x):

@@ -29,7 +29,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from gradest._src.base import Array, as_float_array, check_key, compute_dtype
+from gradest._src.base import Array, as_float_array, check_key, compute_dtype, open_uniform
 
 Shape = Sequence[int]
 
@@ -51,11 +51,6 @@ def centered_logits(logits: Array, axis: int) -> Array:
   work = logits.astype(compute_dtype(logits.dtype))
   top = jnp.max(work, axis=axis, keepdims=True)
   return work - jax.lax.stop_gradient(jnp.where(jnp.isfinite(top), top, 0.0))
-
-
-def _uniform(key: Array, shape: Shape, dtype: Any) -> Array:
-  """Uniforms in [tiny, 1): ``log u`` and ``log(-log u)`` are both finite."""
-  return jax.random.uniform(key, tuple(shape), dtype, minval=jnp.finfo(dtype).tiny, maxval=1.0)
 
 
 def check_temperature(temperature: Any) -> None:
@@ -102,7 +97,7 @@ def gumbel_noise(key: Array, shape: Shape = (), dtype: Any = jnp.float32) -> Arr
   """
   check_key(key)
   work = _noise_dtype(dtype)
-  u = _uniform(key, shape, work)
+  u = open_uniform(key, shape, work)
   return (-jnp.log(-jnp.log(u))).astype(dtype)
 
 
@@ -118,7 +113,7 @@ def logistic_noise(key: Array, shape: Shape = (), dtype: Any = jnp.float32) -> A
   """
   check_key(key)
   work = _noise_dtype(dtype)
-  u = _uniform(key, shape, work)
+  u = open_uniform(key, shape, work)
   return (jnp.log(u) - jnp.log1p(-u)).astype(dtype)
 
 
@@ -304,7 +299,7 @@ def truncated_gumbel(key: Array, location: Array, upper: Array) -> Array:
 def _log_exponential(key: Array, shape: Shape, dtype: Any) -> Array:
   """``log E`` for ``E ~ Exp(1)``, finite: ``log(-log U)`` with ``U`` in ``[tiny, 1)``."""
   work = _noise_dtype(dtype)
-  u = _uniform(key, shape, work)
+  u = open_uniform(key, shape, work)
   return jnp.log(-jnp.log(u)).astype(dtype)
 
 
@@ -387,7 +382,7 @@ def conditional_logistic(key: Array, logits: Array, sample: Array) -> Array:
   if sample.shape != logits.shape:
     raise ValueError(f"sample must have the shape of logits {logits.shape}, got {sample.shape}.")
   work = _noise_dtype(logits.dtype)
-  u = _uniform(key, logits.shape, work)
+  u = open_uniform(key, logits.shape, work)
   log_v, log_1mv = jnp.log(u), jnp.log1p(-u)
   positive = sample > 0
   # Mirror the negative case onto the positive one: z | b=0 with logits l is -(z | b=1, -l).

@@ -18,6 +18,7 @@ from gradest._src.base import (
   check_positive_int,
   check_scalar_output,
   draw_samples,
+  open_uniform,
   tree_mean,
 )
 from gradest._src.distributions import Normal, as_distribution
@@ -26,28 +27,47 @@ from gradest._src.distributions import Normal, as_distribution
 _ELEMENT_BUDGET = 1 << 20
 
 
+def rayleigh(key: Array, shape: tuple[int, ...], dtype: Any = float) -> Array:
+  r"""Standard Rayleigh draws :math:`\sqrt{-2 \log U}`, always finite.
+
+  ``jax.random.rayleigh`` is infinite when its uniform is exactly 0; here :math:`U`
+  comes from :func:`open_uniform`, so the largest draw is about 13.2 (float32) or 37.6
+  (float64). Where :math:`U > 0`, a float32 or float64 draw is ``jax.random.rayleigh``'s.
+
+  Args:
+    key: a PRNG key.
+    shape: the shape of the draw.
+    dtype: the dtype returned; the draw is computed in at least float32.
+  """
+  return jnp.sqrt(-2.0 * jnp.log(open_uniform(key, shape, dtype))).astype(dtype)
+
+
 def _replacements(key: Array, loc: Array, scale: Array, coupling: bool) -> Array:
   """The four replacement values per coordinate, shape ``(4, D)``.
 
   Rows: the mean's positive and negative parts (Rayleigh), and the scale's positive
-  (double-sided Maxwell) and negative (Gaussian) parts.
+  (double-sided Maxwell) and negative (Gaussian) parts. Drawn in at least float32 and
+  returned in ``loc``'s dtype; every entry is finite.
   """
   k_pos, k_neg, k_max, k_gauss = jax.random.split(jax.random.fold_in(key, 1), 4)
   shape, dtype = loc.shape, loc.dtype
-  w_pos = jax.random.rayleigh(k_pos, 1.0, shape, dtype)
-  w_neg = w_pos if coupling else jax.random.rayleigh(k_neg, 1.0, shape, dtype)
+  wide = jnp.promote_types(dtype, jnp.float32)
+  w_pos = rayleigh(k_pos, shape, wide)
+  w_neg = w_pos if coupling else rayleigh(k_neg, shape, wide)
   # Double-sided Maxwell: a random sign times the norm of a 3-d standard Gaussian (exact,
   # and much cheaper than the gamma-based sampler).
   k_norm, k_sign = jax.random.split(k_max)
-  g3 = jax.random.normal(k_norm, (3,) + shape, dtype)
-  m = jnp.sqrt(jnp.sum(g3 * g3, axis=0)) * jax.random.rademacher(k_sign, shape, dtype)
+  g3 = jax.random.normal(k_norm, (3,) + shape, wide)
+  m = jnp.sqrt(jnp.sum(g3 * g3, axis=0)) * jax.random.rademacher(k_sign, shape, wide)
   # U * M with U ~ Uniform(0, 1) is exactly N(0, 1): the coupled negative part.
   z = (
-    jax.random.uniform(k_gauss, shape, dtype) * m
+    jax.random.uniform(k_gauss, shape, wide) * m
     if coupling
-    else jax.random.normal(k_gauss, shape, dtype)
+    else jax.random.normal(k_gauss, shape, wide)
   )
-  return jnp.stack([loc + scale * w_pos, loc - scale * w_neg, loc + scale * m, loc + scale * z])
+  loc, scale = loc.astype(wide), scale.astype(wide)
+  out = jnp.stack([loc + scale * w_pos, loc - scale * w_neg, loc + scale * m, loc + scale * z])
+  return out.astype(dtype)
 
 
 def measure_valued_grad(

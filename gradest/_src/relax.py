@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradest._src.base import Array, PyTree, per_sample_variance, sample_keys
+from gradest._src.base import Array, PyTree, as_jax_callable, per_sample_variance, sample_keys
 from gradest._src.discrete import (
   _differentiable_check,
   _prepare,
@@ -169,7 +169,7 @@ def relax_grad(
   fam, logits, n = _prepare(f, logits, key, num_samples, family)
   try:
     out = jax.eval_shape(
-      control_variate, cv_params, jax.ShapeDtypeStruct(logits.shape, logits.dtype)
+      as_jax_callable(control_variate), cv_params, jax.ShapeDtypeStruct(logits.shape, logits.dtype)
     )
   except Exception as e:
     raise TypeError(

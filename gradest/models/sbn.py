@@ -85,6 +85,7 @@ from gradest._src.base import (
   check_key,
   check_num_samples,
   check_positive_int,
+  open_uniform,
   require_extra,
 )
 from gradest._src.distributions import Bernoulli
@@ -268,9 +269,9 @@ def _bernoulli_sample(key: Array, logits: Array, sample_shape: tuple[int, ...] =
 
 
 def _bernoulli_from_uniform(u: Array, logits: Array) -> Array:
-  """0/1 floats with ``P(1) = sigmoid(logits)`` from uniforms ``u``, by the rule that
-  :class:`gradest.distributions.Bernoulli` samples with:
-  ``u < sigmoid(l)  <=>  log u - log1p(-u) < l``."""
+  """0/1 floats with ``P(1) = sigmoid(logits)`` from uniforms ``u`` in the open interval
+  (:func:`open_uniform`), by the rule that :class:`gradest.distributions.Bernoulli`
+  samples with: ``u < sigmoid(l)  <=>  log u - log1p(-u) < l``."""
   return (jnp.log(u) - jnp.log1p(-u) < logits).astype(logits.dtype)
 
 
@@ -332,7 +333,7 @@ def _sample_jit(key: Array, params: PyTree, num_samples: int) -> list[Array]:
   top = params["top_logits"]
   sizes = [top.shape[0]] + [layer["b"].shape[0] for layer in params["layers"]]
   # One flat draw of uniforms for all layers: a single random-bits computation.
-  u = jax.random.uniform(key, (num_samples * sum(sizes),), top.dtype)
+  u = open_uniform(key, (num_samples * sum(sizes),), top.dtype)
   parts = jnp.split(u, np.cumsum([num_samples * n for n in sizes])[:-1])
   uniforms = [p.reshape(num_samples, n) for p, n in zip(parts, sizes, strict=True)]
   s = _bernoulli_from_uniform(uniforms[0], jnp.broadcast_to(top, uniforms[0].shape))
