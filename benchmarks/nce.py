@@ -35,11 +35,13 @@ in the same interleaved run.
 word-count-like counts ``1e9 / i^1.05`` with word2vec's power 0.75, with concrete counts
 (NumPy) and traced ones (inside ``jax.jit``), each in a fresh process: the time of the
 first build (compilation included: what a user waits for), the minimum and median of
-``--table-repeats`` more, the peak extra memory of the first build (``ru_maxrss`` after
-it minus before it, compilation included) against the table's own size (``log_probs``,
-``threshold``, ``alias``), and the largest relative error of the distribution the table
-samples, over the classes of probability at least 1e-9, against the counts' float64
-distribution, and between the traced and the concrete tables.
+``--table-repeats`` more, the peak extra memory of the first build (the peak resident
+memory during it minus the resident memory before it, compilation included, after a
+small build has started the compiler up) against the
+table's own size (``log_probs``, ``threshold``, ``alias``), and the largest relative
+error of the distribution the table samples, over the classes of probability at least
+1e-9, against the counts' float64 distribution, and between the traced and the concrete
+tables.
 
 Outputs (in ``--out``): ``nce_time.csv``, ``nce_samplers.csv``, ``nce_tables.csv``,
 ``nce.json`` and ``nce.png``.
@@ -266,11 +268,14 @@ def table_child(mode: str, num_classes: int, repeats: int, path: str) -> dict[st
     counts = jax.block_until_ready(jnp.asarray(counts, jnp.float32))
   else:
     build = unigram_sampler
-  before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+  # One small build first: the compiler's one-time start-up is not the table's cost (the
+  # build's own compilation, for this V, is still measured).
+  jax.block_until_ready(build(counts[:10], TABLE_POWER))
+  before = _resident_bytes(reset_peak=True)
   start = time.perf_counter()
   sampler = jax.block_until_ready(build(counts, TABLE_POWER))
   first = time.perf_counter() - start
-  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+  peak = _resident_bytes(peak=True) - before
   table_bytes = sum(x.nbytes for x in jax.tree.leaves(sampler))
   implied = implied_probs(sampler)
   del sampler
@@ -282,9 +287,28 @@ def table_child(mode: str, num_classes: int, repeats: int, path: str) -> dict[st
   np.save(path, implied)
   return dict(
     vocab=num_classes, mode=mode, first_s=first, min_s=float(np.min(warm)),
-    median_s=float(np.median(warm)), repeats=repeats, peak_extra_mb=peak * 1024 / 1e6,
-    table_mb=table_bytes / 1e6, memory_over_table=peak * 1024 / table_bytes,
+    median_s=float(np.median(warm)), repeats=repeats, peak_extra_mb=peak / 1e6,
+    table_mb=table_bytes / 1e6, memory_over_table=peak / table_bytes,
   )
+
+
+def _resident_bytes(*, peak: bool = False, reset_peak: bool = False) -> int:
+  """This process's resident memory now, or its peak since the last reset.
+
+  On Linux the peak (``VmHWM``) is reset through ``/proc/self/clear_refs``, so that the
+  peak of one build is not hidden by an earlier one (making the counts, say); elsewhere
+  it falls back to ``ru_maxrss``, which is never reset.
+  """
+  try:
+    if reset_peak:
+      with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+    with open("/proc/self/status") as fh:
+      fields = dict(line.split(":", 1) for line in fh if ":" in line)
+    return int(fields["VmHWM" if peak else "VmRSS"].split()[0]) * 1024
+  except (OSError, KeyError, ValueError):
+    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, kB elsewhere
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
 def table_rows(args, progress) -> list[dict[str, Any]]:

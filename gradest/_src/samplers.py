@@ -493,13 +493,56 @@ def _u64_sum(a):
 def _u64_cumsum(a):
   """Inclusive prefix sums of 64-bit values whose total is below ``2**64``.
 
-  The low words are summed modulo ``2**32``; each term is below ``2**32``, so the running
-  sum wraps at most once per term, exactly where it decreases, and the high words add
-  up those wraps.
+  Block by block (in place: the working memory is one block, not the ``V``-long buffers
+  of a whole-array ``cumsum``). In a block the low words are summed modulo ``2**32``;
+  each term is below ``2**32``, so the running sum wraps at most once per term, exactly
+  where it decreases, and the high words add up those wraps.
   """
-  low = jnp.cumsum(a[1], dtype=jnp.uint32)
-  wrapped = jnp.concatenate([jnp.zeros((1,), jnp.uint32), (low[1:] < low[:-1]).astype(jnp.uint32)])
-  return jnp.cumsum(a[0] + wrapped, dtype=jnp.uint32), low
+  v = a[0].shape[0]
+  block = min(v, _CUMSUM_BLOCK)
+
+  def add_block(k, state):
+    high, low, carry = state
+    # The last block is shifted back to end at V; its first positions are already done.
+    start = jnp.minimum(k * block, v - block)
+    fresh = start + jnp.arange(block) >= k * block
+    part_high = jax.lax.dynamic_slice(high, (start,), (block,))
+    part_low = jax.lax.dynamic_slice(low, (start,), (block,))
+    sum_low = jnp.cumsum(jnp.where(fresh, part_low, 0), dtype=jnp.uint32)
+    wrapped = jnp.append(jnp.uint32(0), (sum_low[1:] < sum_low[:-1]).astype(jnp.uint32))
+    sum_high = jnp.cumsum(jnp.where(fresh, part_high, 0) + wrapped, dtype=jnp.uint32)
+    total = _u64_add((sum_high, sum_low), carry)
+    high = jax.lax.dynamic_update_slice(high, jnp.where(fresh, total[0], part_high), (start,))
+    low = jax.lax.dynamic_update_slice(low, jnp.where(fresh, total[1], part_low), (start,))
+    return high, low, (total[0][-1], total[1][-1])
+
+  zero = jnp.zeros((), jnp.uint32)
+  high, low, _ = jax.lax.fori_loop(0, -(-v // block), add_block, (a[0], a[1], (zero, zero)))
+  return high, low
+
+
+_CUMSUM_BLOCK = 2**16
+
+
+def _cumsum(x: Array) -> Array:
+  """Inclusive prefix sums of an integer array, block by block and in place.
+
+  ``jnp.cumsum`` over ``V`` elements keeps partial sums as long as its input; one block
+  at a time, the working memory is one block.
+  """
+  v = x.shape[0]
+  block = min(v, _CUMSUM_BLOCK)
+
+  def add_block(k, state):
+    x, carry = state
+    start = jnp.minimum(k * block, v - block)
+    fresh = start + jnp.arange(block) >= k * block
+    part = jax.lax.dynamic_slice(x, (start,), (block,))
+    total = jnp.cumsum(jnp.where(fresh, part, 0), dtype=x.dtype) + carry
+    x = jax.lax.dynamic_update_slice(x, jnp.where(fresh, total, part), (start,))
+    return x, total[-1]
+
+  return jax.lax.fori_loop(0, -(-v // block), add_block, (x, jnp.zeros((), x.dtype)))[0]
 
 
 def _mul_u32(a: Array, b: int) -> tuple[Array, Array]:
@@ -564,7 +607,7 @@ def _integer_masses(log_w: Array) -> tuple[Array, tuple[Array, Array]]:
   share = jnp.where(eligible, share, 0.0).astype(jnp.int32)
   left = size - jnp.sum(share)
   num_eligible = jnp.maximum(jnp.sum(eligible, dtype=jnp.int32), 1)
-  rank = jnp.cumsum(eligible, dtype=jnp.int32) - 1
+  rank = _cumsum(eligible.astype(jnp.int32)) - 1
   extra = left // num_eligible + (rank < left % num_eligible).astype(jnp.int32)
   part = (zero, (share + jnp.where(eligible, extra, 0)).astype(jnp.uint32))
   mass = _u64_where(negative, _u64_sub(mass, part), _u64_add(mass, part))
@@ -576,18 +619,13 @@ def _alias_sweep(mass: tuple[Array, Array]) -> tuple[Array, Array]:
   v = mass[0].shape[0]
   light = mass[0] == 0  # mass < 2^32
   num_light = jnp.sum(light, dtype=jnp.int32)
-  light_rank = jnp.cumsum(light, dtype=jnp.int32) - 1
+  light_rank = _cumsum(light.astype(jnp.int32)) - 1
   index = jnp.arange(v, dtype=jnp.int32)
-  # Sorted positions: the lights in index order, then the heavies in index order. The
-  # permutation is unsigned, so that indexing with it needs no wrap of negative indices.
+  # Sorted positions: the lights in index order, then the heavies in index order.
   position = jnp.where(light, light_rank, num_light + index - light_rank - 1)
   zeros = _zeros_from(position)
-  order = (
-    zeros.astype(jnp.uint32)
-    .at[position]
-    .set((index + zeros).astype(jnp.uint32), unique_indices=True)
-  )
-  high, low = mass[0][order], mass[1][order]
+  order = _put(zeros, position, index + zeros)
+  high, low = _take(mass[0], order), _take(mass[1], order)
   is_light = index < num_light
   # One prefix sum over the sorted classes: the lights' deficits 2^32 - m, then the
   # heavies' surpluses m - 2^32. For p < L it is D_{p+1}; for p >= L it is D_L + E.
@@ -618,10 +656,37 @@ def _alias_sweep(mass: tuple[Array, Array]) -> tuple[Array, Array]:
       jnp.uint32(_FULL_BUCKET),
     ),
   )
-  threshold = _zeros_from(merged).astype(jnp.uint32).at[order].set(threshold, unique_indices=True)
-  alias = order[jnp.where(is_light, merged, jnp.where(drained, index + 1, index))]
-  alias = _zeros_from(merged).at[order].set(alias.astype(jnp.int32), unique_indices=True)
-  return threshold, alias
+  threshold = _put(_zeros_from(merged).astype(jnp.uint32), order, threshold)
+  # The aliases only once the thresholds are out: XLA would otherwise hold the arrays of
+  # both scatters (four arrays of V words) at once.
+  threshold, merged = jax.lax.optimization_barrier((threshold, merged))
+  alias = _take(order, jnp.where(is_light, merged, jnp.where(drained, index + 1, index)))
+  return threshold, _put(_zeros_from(merged), order, alias)
+
+
+def _take(x: Array, indices: Array) -> Array:
+  """``x[indices]`` for in-range int32 ``indices``, without ``jnp``'s wrap of negatives.
+
+  (The wrap is an elementwise select whose result XLA keeps as a second copy of the
+  indices, an array of ``V`` words at the table's peak of memory.)
+  """
+  dims = jax.lax.GatherDimensionNumbers(
+    offset_dims=(), collapsed_slice_dims=(0,), start_index_map=(0,)
+  )
+  return jax.lax.gather(
+    x, indices[:, None], dims, (1,), mode=jax.lax.GatherScatterMode.PROMISE_IN_BOUNDS
+  )
+
+
+def _put(operand: Array, indices: Array, values: Array) -> Array:
+  """``operand.at[indices].set(values)`` for distinct in-range int32 ``indices``."""
+  dims = jax.lax.ScatterDimensionNumbers(
+    update_window_dims=(), inserted_window_dims=(0,), scatter_dims_to_operand_dims=(0,)
+  )
+  return jax.lax.scatter(
+    operand, indices[:, None], values, dims, unique_indices=True,
+    mode=jax.lax.GatherScatterMode.PROMISE_IN_BOUNDS,
+  )
 
 
 def _zeros_from(nonnegative: Array) -> Array:
@@ -684,9 +749,9 @@ def _merge(prefix, num_light, deficit) -> Array:
     )
     return i + take, j + (~take), merged
 
-  # Every position is written once; the initial values (the low words of the prefix sums)
-  # only make XLA allocate the array here rather than at the start of the program.
-  merged = prefix[1].astype(jnp.int32)
+  # Every position is written once; the initial values (the high words of the prefix sums,
+  # the last ones computed) only make XLA allocate the array here rather than earlier.
+  merged = prefix[0].astype(jnp.int32)
   _, _, merged = jax.lax.fori_loop(0, block, step, (lights, start - lights, merged))
   return merged
 
