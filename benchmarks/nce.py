@@ -28,8 +28,23 @@ only be run for small draw counts) and ``jax.random.choice(p=...)`` (an ``O(V)``
 cumulative sum per call, then a binary search per draw), each at the draw counts in
 ``--draws`` that fit in memory.
 
-Outputs (in ``--out``): ``nce_time.csv``, ``nce_samplers.csv``, ``nce.json`` and
-``nce.png``.
+The alias sampler's rate is also given as a fraction of the uniform sampler's, measured
+in the same interleaved run.
+
+**(c) Alias-table build** for ``V`` in ``--table-vocab`` (default 10^5, 10^6, 10^7), from
+word-count-like counts ``1e9 / i^1.05`` with word2vec's power 0.75, with concrete counts
+(NumPy) and traced ones (inside ``jax.jit``), each in a fresh process: the time of the
+first build (compilation included: what a user waits for), the minimum and median of
+``--table-repeats`` more, the peak extra memory of the first build (the peak resident
+memory during it minus the resident memory before it, compilation included, after a
+small build has started the compiler up) against the
+table's own size (``log_probs``, ``threshold``, ``alias``), and the largest relative
+error of the distribution the table samples, over the classes of probability at least
+1e-9, against the counts' float64 distribution, and between the traced and the concrete
+tables.
+
+Outputs (in ``--out``): ``nce_time.csv``, ``nce_samplers.csv``, ``nce_tables.csv``,
+``nce.json`` and ``nce.png``.
 """
 
 from __future__ import annotations
@@ -38,7 +53,10 @@ import argparse
 import functools
 import json
 import os
+import resource
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -212,10 +230,112 @@ def sampler_rows(args, progress) -> list[dict[str, Any]]:
   # Ratios against the baselines at each draw count.
   for row in rows:
     same = {r["method"]: r for r in rows if r["draws"] == row["draws"]}
-    for base in ("jax.random.choice(p=)", "jax.random.categorical"):
+    for base, key_name in (
+      ("jax.random.choice(p=)", "over_choice"),
+      ("jax.random.categorical", "over_categorical"),
+      ("uniform", "over_uniform"),
+    ):
       if base in same:
-        key_name = "over_choice" if "choice" in base else "over_categorical"
         row[key_name] = row["draws_per_s"] / same[base]["draws_per_s"]
+  return rows
+
+
+TABLE_POWER = 0.75
+
+
+def zipf_counts(num_classes: int) -> np.ndarray:
+  """Word-count-like counts, ``1e9 / i^1.05`` for the i-th most frequent word."""
+  return 1e9 / np.arange(1, num_classes + 1, dtype=np.float64) ** 1.05
+
+
+def implied_probs(sampler) -> np.ndarray:
+  """The distribution an alias table samples (bucket b: b w.p. threshold/2^32, else alias)."""
+  keep = np.asarray(sampler.threshold, np.float64) / 2**32
+  mass = keep + np.bincount(np.asarray(sampler.alias), 1.0 - keep, minlength=keep.shape[0])
+  return mass / keep.shape[0]
+
+
+def max_relative_error(p: np.ndarray, q: np.ndarray, floor: float = 1e-9) -> float:
+  keep = q >= floor
+  return float(np.max(np.abs(p[keep] - q[keep]) / q[keep]))
+
+
+def table_child(mode: str, num_classes: int, repeats: int, path: str) -> dict[str, Any]:
+  """One table build, measured in this (fresh) process; writes its distribution to ``path``."""
+  counts = zipf_counts(num_classes)
+  if mode == "traced":
+    build = jax.jit(unigram_sampler, static_argnums=1)
+    counts = jax.block_until_ready(jnp.asarray(counts, jnp.float32))
+  else:
+    build = unigram_sampler
+  # One small build first: the compiler's one-time start-up is not the table's cost (the
+  # build's own compilation, for this V, is still measured).
+  jax.block_until_ready(build(counts[:10], TABLE_POWER))
+  before = _resident_bytes(reset_peak=True)
+  start = time.perf_counter()
+  sampler = jax.block_until_ready(build(counts, TABLE_POWER))
+  first = time.perf_counter() - start
+  peak = _resident_bytes(peak=True) - before
+  table_bytes = sum(x.nbytes for x in jax.tree.leaves(sampler))
+  implied = implied_probs(sampler)
+  del sampler
+  warm = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(build(counts, TABLE_POWER))
+    warm.append(time.perf_counter() - start)
+  np.save(path, implied)
+  return dict(
+    vocab=num_classes, mode=mode, first_s=first, min_s=float(np.min(warm)),
+    median_s=float(np.median(warm)), repeats=repeats, peak_extra_mb=peak / 1e6,
+    table_mb=table_bytes / 1e6, memory_over_table=peak / table_bytes,
+  )
+
+
+def _resident_bytes(*, peak: bool = False, reset_peak: bool = False) -> int:
+  """This process's resident memory now, or its peak since the last reset.
+
+  On Linux the peak (``VmHWM``) is reset through ``/proc/self/clear_refs``, so that the
+  peak of one build is not hidden by an earlier one (making the counts, say); elsewhere
+  it falls back to ``ru_maxrss``, which is never reset.
+  """
+  try:
+    if reset_peak:
+      with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+    with open("/proc/self/status") as fh:
+      fields = dict(line.split(":", 1) for line in fh if ":" in line)
+    return int(fields["VmHWM" if peak else "VmRSS"].split()[0]) * 1024
+  except (OSError, KeyError, ValueError):
+    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, kB elsewhere
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+def table_rows(args, progress) -> list[dict[str, Any]]:
+  """Build time, memory and exactness of the alias table; each build in a fresh process."""
+  rows = []
+  with tempfile.TemporaryDirectory() as tmp:
+    for v in args.table_vocab:
+      q = None
+      implied = {}
+      for mode in ("concrete", "traced"):
+        path = os.path.join(tmp, f"{mode}_{v}.npy")
+        command = [
+          sys.executable, "-m", "benchmarks.nce", "--table-child", mode, str(v),
+          str(args.table_repeats), path,
+        ]
+        out = subprocess.run(command, capture_output=True, text=True, check=True)
+        row = json.loads(out.stdout.strip().splitlines()[-1])
+        implied[mode] = np.load(path)
+        if q is None:
+          w = zipf_counts(v) ** TABLE_POWER
+          q = w / w.sum()
+        row["max_rel_error"] = max_relative_error(implied[mode], q)
+        rows.append(row)
+      traced_vs_concrete = max_relative_error(implied["traced"], implied["concrete"])
+      for row in rows[-2:]:
+        row["traced_vs_concrete"] = traced_vs_concrete
+      progress(f"alias table V={v}: done")
   return rows
 
 
@@ -236,15 +356,31 @@ def format_time_table(rows) -> str:
 
 def format_sampler_table(rows) -> str:
   lines = [
-    "| sampler | draws | ms per call | draws/s | vs choice(p=) | vs categorical |",
-    "|---|---|---|---|---|---|",
+    "| sampler | draws | ms per call | draws/s | vs uniform | vs choice(p=) | vs categorical |",
+    "|---|---|---|---|---|---|---|",
   ]
   for r in rows:
+    vu = f"{r['over_uniform']:.2f}x" if "over_uniform" in r else ""
     vc = f"{r['over_choice']:.1f}x" if "over_choice" in r else ""
     vg = f"{r['over_categorical']:.0f}x" if "over_categorical" in r else ""
     lines.append(
       f"| {r['method']} | {r['draws']} | {r['median_s'] * 1e3:.3f} | {r['draws_per_s']:.3g} "
-      f"| {vc} | {vg} |"
+      f"| {vu} | {vc} | {vg} |"
+    )
+  return "\n".join(lines)
+
+
+def format_build_table(rows) -> str:
+  lines = [
+    "| V | counts | first build s | warm s (min / median) | peak extra MB | x table | "
+    "max rel. error (q >= 1e-9) | traced vs concrete |",
+    "|---|---|---|---|---|---|---|---|",
+  ]
+  for r in rows:
+    lines.append(
+      f"| {r['vocab']:.0e} | {r['mode']} | {r['first_s']:.2f} | {r['min_s']:.3f} / "
+      f"{r['median_s']:.3f} | {r['peak_extra_mb']:.0f} | {r['memory_over_table']:.2f} | "
+      f"{r['max_rel_error']:.1e} | {r['traced_vs_concrete']:.1e} |"
     )
   return "\n".join(lines)
 
@@ -299,8 +435,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                  help="seconds a measurement of the fastest function lasts at least")
   p.add_argument("--budget", type=float, default=60.0,
                  help="seconds of timing per vocabulary size (slow cells repeat less)")
-  p.add_argument("--parts", nargs="+", choices=("time", "samplers"), default=["time", "samplers"],
-                 help="which parts to run: (a) loss + gradient time, (b) samplers")
+  p.add_argument("--table-vocab", type=_int_list, default=(100_000, 1_000_000, 10_000_000),
+                 help="vocabulary sizes of the alias-table build benchmark")
+  p.add_argument("--table-repeats", type=int, default=3,
+                 help="warm builds measured after the first, per size and kind of counts")
+  p.add_argument("--table-child", nargs=4, help=argparse.SUPPRESS)
+  p.add_argument("--parts", nargs="+", choices=("time", "samplers", "tables"),
+                 default=["time", "samplers", "tables"],
+                 help="which parts to run: (a) loss + gradient time, (b) samplers, "
+                 "(c) alias-table build")
   p.add_argument("--quick", action="store_true", help="tiny sizes (for the tests)")
   p.add_argument("--quiet", action="store_true")
   p.add_argument("--out", default=os.path.join("bench_out", "nce"))
@@ -310,11 +453,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.losses = ["sampled_softmax"]
     args.sampler_vocab, args.draws, args.categorical_max = 2_000, (64, 4096), 2**18
     args.repeats, args.min_time, args.budget = 3, 0.005, 2.0
+    args.table_vocab, args.table_repeats = (1_000,), 1
   return args
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   args = parse_args(argv)
+  if args.table_child:
+    mode, vocab, repeats, path = args.table_child
+    row = table_child(mode, int(vocab), int(repeats), path)
+    print(json.dumps(row))
+    return row
   os.makedirs(args.out, exist_ok=True)
 
   def progress(msg):
@@ -327,12 +476,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for v in args.vocab:
       time_rows += time_vocab(v, args, progress)
   samplers_ = sampler_rows(args, progress) if "samplers" in args.parts else []
+  tables = table_rows(args, progress) if "tables" in args.parts else []
   write_csv(time_rows, os.path.join(args.out, "nce_time.csv"))
   write_csv(samplers_, os.path.join(args.out, "nce_samplers.csv"))
+  write_csv(tables, os.path.join(args.out, "nce_tables.csv"))
   config = {k: v for k, v in vars(args).items()}
   result = dict(
-    config=config, time=time_rows, samplers=samplers_, seconds=time.perf_counter() - start,
-    device=str(jax.devices()[0]),
+    config=config, time=time_rows, samplers=samplers_, tables=tables,
+    seconds=time.perf_counter() - start, device=str(jax.devices()[0]),
   )
   with open(os.path.join(args.out, "nce.json"), "w") as fh:
     json.dump(result, fh, indent=1, default=list)
@@ -344,6 +495,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print()
     print(f"Samplers at V={args.sampler_vocab}:")
     print(format_sampler_table(samplers_))
+    if tables:
+      print()
+      print(f"Alias-table build, counts 1e9 / i^1.05, power {TABLE_POWER}:")
+      print(format_build_table(tables))
     print(f"\n{result['seconds']:.0f} s; results in {args.out}")
   return result
 

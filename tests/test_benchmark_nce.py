@@ -13,7 +13,7 @@ from benchmarks import nce
 
 def test_quick_run(tmp_path):
   result = nce.main(["--quick", "--quiet", "--out", str(tmp_path)])
-  for name in ("nce_time.csv", "nce_samplers.csv", "nce.json", "nce.png"):
+  for name in ("nce_time.csv", "nce_samplers.csv", "nce_tables.csv", "nce.json", "nce.png"):
     assert (tmp_path / name).stat().st_size > 0, name
   with open(tmp_path / "nce.json") as fh:
     saved = json.load(fh)
@@ -36,6 +36,14 @@ def test_quick_run(tmp_path):
   assert "jax.random.categorical" not in by_draws[4096]
   assert {"unigram (alias)", "log_uniform", "uniform", "jax.random.choice(p=)"} <= by_draws[4096]
   assert all(r["draws_per_s"] > 0 and r["over_choice"] > 0 for r in samplers)
+  assert all(r["over_uniform"] > 0 for r in samplers)
   table = nce.format_time_table(result["time"])
   assert "full_softmax" in table and "V=1e+04" in table
   assert "unigram (alias)" in nce.format_sampler_table(samplers)
+  # The alias-table build: both kinds of counts, each built in a fresh process, exact.
+  tables = result["tables"]
+  assert {(r["vocab"], r["mode"]) for r in tables} == {(1_000, "concrete"), (1_000, "traced")}
+  for r in tables:
+    assert r["first_s"] > 0 and r["min_s"] > 0 and r["table_mb"] > 0
+    assert r["max_rel_error"] < 1e-5 and r["traced_vs_concrete"] < 1e-5
+  assert "traced" in nce.format_build_table(tables)

@@ -1,7 +1,9 @@
 """Candidate samplers: exact tables, frequencies by chi-square, unique sampling, exclusion.
 
 Frequencies are checked with a chi-square test at a false-failure rate of
-``helpers.FALSE_FAILURE``; proportions with binomial standard errors.
+``helpers.FALSE_FAILURE``; proportions with binomial standard errors. Alias tables are
+checked against the float64 distribution of the counts with the bound that
+:func:`gradest.samplers.unigram_sampler` documents, built traced and concrete.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats
 
-from gradest._src.samplers import _log_uniform_ids
+from gradest._src.samplers import _bucket_and_coin, _log_uniform_ids
 from gradest.samplers import (
   Candidates,
   LogUniformSampler,
@@ -41,11 +45,56 @@ def samplers():
 
 
 def implied_distribution(sampler: UnigramSampler) -> np.ndarray:
-  """The distribution an alias table samples: bucket b gives b or alias[b]."""
-  threshold = np.asarray(sampler.threshold, np.float64)
+  """The distribution an alias table samples.
+
+  Bucket ``b`` (probability ``1/V``) gives class ``b`` with probability
+  ``threshold[b] / 2**32`` and ``alias[b]`` otherwise.
+  """
+  keep = np.asarray(sampler.threshold, np.float64) / 2**32
+  mass = keep + np.bincount(np.asarray(sampler.alias), 1.0 - keep, minlength=keep.shape[0])
+  return mass / keep.shape[0]
+
+
+def table_masses(sampler: UnigramSampler) -> np.ndarray:
+  """Each class's mass in the table, in units of 2^-32 of a bucket, as exact integers."""
+  threshold = np.asarray(sampler.threshold, np.int64)
   mass = threshold.copy()
-  np.add.at(mass, np.asarray(sampler.alias), 1.0 - threshold)
-  return mass / threshold.shape[0]
+  np.add.at(mass, np.asarray(sampler.alias), 2**32 - threshold)
+  return mass
+
+
+def target_distribution(counts, power: float) -> np.ndarray:
+  """``counts ** power`` normalized, in float64 (zero counts stay at zero)."""
+  counts = np.asarray(counts, np.float64)
+  positive = counts > 0
+  log_w = np.where(positive, power * np.log(np.where(positive, counts, 1.0)), -np.inf)
+  w = np.exp(log_w - log_w.max())
+  return w / w.sum()
+
+
+def assert_table_exact(sampler: UnigramSampler, q: np.ndarray, rtol: float = 1e-5):
+  """The table samples ``q``, within the bound ``unigram_sampler`` documents.
+
+  The table's masses sum to exactly ``V * 2**32``; its distribution is within
+  ``2**-21`` (relative) of the float32 ``q`` that ``log_probs`` holds, plus
+  ``2**-29 / V + 2**-50``; float32 ``q`` is within about ``1e-6`` of the float64 one
+  for the count ranges used here, so ``rtol = 1e-5``.
+  """
+  v = q.shape[0]
+  assert table_masses(sampler).sum() == v * 2**32
+  implied = implied_distribution(sampler)
+  error = np.abs(implied - q) - (rtol * q + 2.0**-29 / v + 2.0**-50)
+  worst = int(np.argmax(error))
+  assert error[worst] <= 0, f"class {worst}: table {implied[worst]:.9g}, q {q[worst]:.9g}"
+  probs = np.asarray(sampler.probs(), np.float64)
+  np.testing.assert_allclose(probs, q, rtol=rtol, atol=1e-30)
+  assert np.all(np.isneginf(np.asarray(sampler.log_probs)[q == 0]))
+
+
+def max_relative_error(sampler: UnigramSampler, q: np.ndarray, floor: float = 1e-9) -> float:
+  """The largest relative error of the table's distribution over classes with q >= floor."""
+  keep = q >= floor
+  return float(np.max(np.abs(implied_distribution(sampler)[keep] - q[keep]) / q[keep]))
 
 
 def assert_chi_square(ids, probs, num_checks: int = 1):
@@ -68,21 +117,101 @@ def test_alias_table_is_exact(num_classes):
     for _ in range(5):
       weights = rng.gamma(0.3, size=num_classes) * (rng.random(num_classes) > 0.3)
       weights[rng.integers(num_classes)] += 1.0
-      sampler = unigram_sampler(weights, power)
-      expected = np.where(weights > 0, weights ** power, 0.0)
-      expected /= expected.sum()
-      np.testing.assert_allclose(np.asarray(sampler.probs(), np.float64), expected, atol=1e-7)
-      np.testing.assert_allclose(implied_distribution(sampler), expected, atol=1e-6)
+      assert_table_exact(unigram_sampler(weights, power), target_distribution(weights, power))
 
 
 def test_alias_table_under_jit_matches_numpy():
   weights = jnp.asarray(ZIPF, jnp.float32)
-  traced = jax.jit(unigram_sampler, static_argnums=1)(weights, 0.75)
-  concrete = unigram_sampler(ZIPF, 0.75)
-  np.testing.assert_allclose(implied_distribution(traced), concrete.probs(), atol=2e-6)
-  # A traced power too.
-  traced = jax.jit(unigram_sampler)(weights, jnp.float32(0.75))
-  np.testing.assert_allclose(implied_distribution(traced), concrete.probs(), atol=2e-6)
+  q = target_distribution(ZIPF, 0.75)
+  assert_table_exact(jax.jit(unigram_sampler, static_argnums=1)(weights, 0.75), q)
+  assert_table_exact(jax.jit(unigram_sampler)(weights, jnp.float32(0.75)), q)  # traced power
+  assert_table_exact(unigram_sampler(ZIPF, 0.75), q)
+
+
+@pytest.mark.parametrize("num_classes", [100_000, 1_000_000])
+@pytest.mark.parametrize("traced", [False, True], ids=["concrete", "traced"])
+def test_alias_table_is_exact_for_zipf_counts(num_classes, traced):
+  """Word-count-like counts (1e9 / i^1.05, power 0.75): exact to float32 rounding.
+
+  Prefix sums of the deficits in float32 gave classes half or twice their mass here.
+  """
+  counts = 1e9 / np.arange(1, num_classes + 1, dtype=np.float64) ** 1.05
+  build = jax.jit(unigram_sampler, static_argnums=1) if traced else unigram_sampler
+  sampler = build(jnp.asarray(counts, jnp.float32) if traced else counts, 0.75)
+  q = target_distribution(counts, 0.75)
+  assert_table_exact(sampler, q)
+  assert max_relative_error(sampler, q) < 1e-5
+
+
+@pytest.mark.parametrize("traced", [False, True], ids=["concrete", "traced"])
+def test_alias_table_with_zeros_and_a_huge_count(traced):
+  rng = np.random.default_rng(7)
+  counts = rng.integers(0, 1000, size=5000).astype(np.float64)
+  counts[rng.random(5000) < 0.3] = 0.0
+  counts[123] = 1e30
+  build = jax.jit(unigram_sampler, static_argnums=1) if traced else unigram_sampler
+  for power in (0.5, 1.0):
+    sampler = build(jnp.asarray(counts, jnp.float32) if traced else counts, power)
+    assert_table_exact(sampler, target_distribution(counts, power))
+
+
+@st.composite
+def count_vectors(draw):
+  """Counts of 1 to 300 classes: integers or floats, with zeros and maybe one huge count.
+
+  The number of classes is 1, 2, 3 or 300 (shorter vectors padded with zeros at random
+  places), so that a few compiled tables serve every example.
+  """
+  length = draw(st.integers(1, 300))
+  size = length if length <= 3 else 300
+  if draw(st.booleans()):
+    values = st.integers(0, 10**6).map(float)
+  else:
+    values = st.floats(1e-3, 1e6)
+  counts = np.array(draw(st.lists(st.one_of(st.just(0.0), values), min_size=length,
+                                  max_size=length)))
+  if draw(st.booleans()):
+    counts[draw(st.integers(0, length - 1))] = 1e30
+  if not np.any(counts > 0):
+    counts[draw(st.integers(0, length - 1))] = draw(values.filter(lambda x: x > 0))
+  padded = np.zeros(size)
+  padded[np.random.default_rng(draw(st.integers(0, 2**32 - 1))).permutation(size)[:length]] = (
+    counts
+  )
+  return padded
+
+
+_traced_sampler = jax.jit(unigram_sampler, static_argnums=1)
+
+
+@settings(max_examples=30, deadline=None)
+@given(counts=count_vectors(), power=st.sampled_from([0.0, 0.5, 0.75, 1.0]))
+def test_alias_table_is_exact_for_any_counts(counts, power):
+  q = target_distribution(counts, power)
+  assert_table_exact(unigram_sampler(counts, power), q)
+  assert_table_exact(_traced_sampler(jnp.asarray(counts, jnp.float32), power), q)
+
+
+def test_bucket_and_coin_are_the_fixed_point_product():
+  """Bucket and coin are the integer part and next 32 bits of u V / 2^64, exactly."""
+  rng = np.random.default_rng(0)
+  words = rng.integers(0, 2**32, size=(2, 1000), dtype=np.uint64).astype(np.uint32)
+  words[:, :4] = [[0, 0, 2**32 - 1, 2**32 - 1], [0, 2**32 - 1, 0, 2**32 - 1]]
+  for v in (1, 2, 3, 1000, 65_535, 65_536, 65_537, 10**7, 2**31 - 1):
+    bucket, coin = jax.jit(_bucket_and_coin, static_argnums=2)(*jnp.asarray(words), v)
+    for high, low, b, c in zip(*words.tolist(), bucket.tolist(), coin.tolist(), strict=True):
+      product = ((high << 32) + low) * v
+      assert b == product >> 64 and c == (product >> 32) & (2**32 - 1), (v, high, low)
+      assert 0 <= b < v
+
+
+def test_unigram_frequencies_beyond_16_bit_vocabularies():
+  """Chi-square at V = 70,000 (bucket arithmetic past 16 bits): every class drawn >= 20x."""
+  num_classes, n = 70_000, 2**22
+  counts = 1.0 + np.random.default_rng(3).random(num_classes) * 10.0
+  sampler = unigram_sampler(counts, 0.75)
+  ids = jax.jit(lambda k: sampler.sample(k, (n,)))(jax.random.key(8))
+  assert_chi_square(ids, target_distribution(counts, 0.75))
 
 
 def test_probs_sum_to_one_and_match_formulas():

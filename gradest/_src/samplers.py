@@ -23,7 +23,8 @@ The three families are
   frequency), sampled by inversion;
 * :class:`UnigramSampler`: :math:`q(w) \propto \mathrm{count}(w)^{\alpha}` (word2vec's
   distortion :math:`\alpha = 0.75`), sampled by Walker's alias method from a table built
-  in :math:`O(V \log V)` by prefix sums (:func:`unigram_sampler`).
+  exactly, in integer arithmetic, by prefix sums and a merge, concrete or under
+  ``jax.jit`` (:func:`unigram_sampler`).
 
 :func:`sample_candidates` draws the negatives for a batch as TensorFlow's candidate
 samplers do (one set shared by the batch, or one set per example), with or without
@@ -236,14 +237,30 @@ def _log_uniform_ids(block: Array, fraction: Array, num_classes: int) -> Array:
 class UnigramSampler(Sampler):
   r"""Any fixed distribution over the classes, sampled by Walker's alias method.
 
-  Build it with :func:`unigram_sampler` (from counts and a distortion power). A draw
-  takes a uniform bucket :math:`b` and one uniform coin: it is :math:`b` if the coin is
-  below ``threshold[b]``, else ``alias[b]`` — two gathers, O(1) whatever ``V``.
+  Build it with :func:`unigram_sampler` (from counts and a distortion power). The table
+  has one bucket per class, each of probability :math:`1/V`: bucket :math:`b` gives
+  class :math:`b` with probability ``threshold[b] / 2**32`` and ``alias[b]`` otherwise,
+  so the table samples
+
+  .. math::
+    \tilde q(c) = \frac{1}{V}\Big(\frac{t_c}{2^{32}}
+      + \sum_{b:\ \mathrm{alias}[b] = c} \big(1 - \frac{t_b}{2^{32}}\big)\Big).
+
+  A draw takes one 64-bit random word :math:`u` (the key data of
+  ``jax.random.split(key, n)``: with the default Threefry keys, one block per draw where
+  ``jax.random.bits`` spends one per 32-bit word) and reads both the bucket and the coin
+  from the fixed-point product :math:`u V / 2^{64}`: its integer part is the bucket, the
+  32 bits after the point are the coin. Each bucket then has probability :math:`1/V` to
+  within :math:`2^{-64}`, and given the bucket the coin is below ``threshold[b]`` with
+  probability ``threshold[b] / 2**32`` to within :math:`V 2^{-63}`: the draws follow
+  :math:`\tilde q` exactly for any ``V < 2**31``. A draw is O(1): integer arithmetic and
+  two gathers.
 
   Attributes:
     log_probs: :math:`\log q`, float32 ``(V,)`` (``-inf`` for classes of zero weight).
-    threshold: the alias table's acceptance probabilities, float32 ``(V,)``.
-    alias: the alias table's second class of each bucket, int32 ``(V,)``.
+    threshold: the buckets' acceptance thresholds in units of :math:`2^{-32}`, uint32
+      ``(V,)``. A full bucket has ``alias[b] == b``.
+    alias: each bucket's second class, int32 ``(V,)``.
   """
 
   log_probs: Array
@@ -275,29 +292,67 @@ class UnigramSampler(Sampler):
 
 @functools.partial(jax.jit, static_argnums=3)
 def _alias_draw(key: Array, threshold: Array, alias: Array, shape: tuple[int, ...]) -> Array:
-  bucket_key, coin_key = jax.random.split(key)
-  bucket = jax.random.randint(bucket_key, shape, 0, threshold.shape[0], jnp.int32)
-  coin = jax.random.uniform(coin_key, shape, jnp.float32)
-  return jnp.where(coin < threshold[bucket], bucket, alias[bucket])
+  num = math.prod(shape)
+  words = jax.random.key_data(jax.random.split(key, num)).reshape(num, -1)
+  bucket, coin = _bucket_and_coin(words[:, 0], words[:, 1], threshold.shape[0])
+  ids = jnp.where(coin < threshold[bucket], bucket, alias[bucket])
+  return ids.reshape(shape)
+
+
+def _bucket_and_coin(high: Array, low: Array, num_buckets: int) -> tuple[Array, Array]:
+  """Integer part and the next 32 bits of ``(high * 2**32 + low) * num_buckets / 2**64``."""
+  h0, l0 = _mul_u32(high, num_buckets)
+  h1, _ = _mul_u32(low, num_buckets)
+  coin = l0 + h1
+  return (h0 + (coin < l0).astype(jnp.uint32)).astype(jnp.int32), coin
 
 
 def unigram_sampler(counts: Array, power: float = 0.75) -> UnigramSampler:
   r"""The unigram sampler :math:`q(w) \propto \mathrm{count}(w)^{\alpha}` (alias method).
 
-  The alias table is built without a sequential work list: with the scaled weights
-  :math:`p_w = V q(w)`, the light classes (:math:`p < 1`) are filled in order from the
-  heavy ones (:math:`p \ge 1`) in order, and which heavy class fills which light one
-  (and when a heavy class, once drained below 1, is itself filled by the next) follows
-  from the prefix sums of the lights' deficits :math:`1 - p` and of the heavies'
-  surpluses :math:`p - 1` by two ``searchsorted`` calls. This is exact, takes
-  :math:`O(V \log V)` vectorized work, and runs under ``jax.jit`` (traced counts); with
-  concrete counts it runs in float64 NumPy, so the table is exact to float32 rounding
-  even for :math:`V = 10^7`.
+  The table is built exactly, in integer arithmetic (64-bit integers as pairs of uint32
+  words, without ``jax_enable_x64``), by the same jitted program for concrete counts and
+  for traced ones (inside ``jax.jit``, e.g. from running counts in a training step);
+  only :math:`\log \mathrm{count}` is taken in float64 when the counts are concrete.
+  Each class gets an integer mass :math:`m_w`, in units of :math:`2^{-32}` of a bucket,
+  with :math:`\sum_w m_w = V\,2^{32}` exactly:
+
+  1. :math:`m_w = \mathrm{round}(2^{32} V w_w / s)` from the float32 weights
+     :math:`w = e^{\log w - \max \log w}` and their float32 sum :math:`s`; the exact
+     total :math:`T = \sum m_w` (64-bit) also corrects :math:`\log q` for the error of
+     :math:`s`;
+  2. twice, each mass is scaled by :math:`V 2^{32} / T` in float32 (each pass leaves a
+     total within about :math:`V/2` of :math:`V 2^{32}`);
+  3. the rest :math:`\Delta` (:math:`|\Delta| < V`) goes to the classes of mass at
+     least :math:`2^{16}` in proportion to their masses: shares rounded down, then the
+     few units left evenly by index. No class's part differs from its exact share by
+     more than :math:`3 + 2^{-19} V` units.
+
+  The alias table is then Walker's, built without a sequential work list (the sweep of
+  Hübschle-Schneider and Sanders): with the light classes (:math:`m_w < 2^{32}`) and the
+  heavy ones in index order, the exact 64-bit prefix sums :math:`D` of the lights'
+  deficits :math:`2^{32} - m` and :math:`E` of the heavies' surpluses :math:`m - 2^{32}`
+  are merged (a merge path: binary searches split the merge into blocks, each merged
+  sequentially); light :math:`i` is filled by the first heavy :math:`j` with
+  :math:`E_j \ge D_{i-1}`, and heavy :math:`j`, once drained by the first light with
+  :math:`D_i > E_j`, keeps :math:`2^{32} - (D_i - E_j)` and is filled by the next
+  heavy. Every threshold is an exact integer, so the table samples
+  :math:`\tilde q(w) = m_w / (V 2^{32})` exactly. With :math:`\hat q` the float32
+  :math:`w / s` that ``log_probs`` holds,
+
+  .. math::
+    |\tilde q(w) - \hat q(w)| \le 2^{-21}\, \hat q(w) + \frac{2^{-29}}{V} + 2^{-50},
+
+  and :math:`\hat q` is :math:`q` to float32 rounding of :math:`\alpha \log
+  \mathrm{count}` and of the exponential (a relative :math:`2^{-24}(|\log(q/q_{\max})|
+  + 2)`). The work is :math:`O(V \log V)` (the merge's searches; :math:`O(V)` otherwise)
+  and the memory a few arrays of ``V`` words.
 
   Args:
     counts: nonnegative weights of shape ``(V,)`` (word counts, or probabilities with
       ``power=1``). Classes of zero weight are never drawn; as true labels their
-      correction is infinite, so give them a pseudo-count if they can occur.
+      correction is infinite, so give them a pseudo-count if they can occur. Traced
+      counts are not checked: they must be finite with at least one positive entry.
     power: the distortion :math:`\alpha \ge 0` (word2vec's 0.75; 1 is the unigram
       itself, 0 the uniform distribution over the classes of nonzero count).
 
@@ -311,13 +366,18 @@ def unigram_sampler(counts: Array, power: float = 0.75) -> UnigramSampler:
     [0.9009, 0.0901, 0.009, 0.0]
     >>> s.sample(jax.random.key(0), (1000,)).max() < 3
     Array(True, dtype=bool)
+    >>> traced = jax.jit(unigram_sampler)(jnp.array([100.0, 10.0, 1.0, 0.0]), 1.0)
+    >>> [round(float(p), 4) for p in traced.probs()]
+    [0.9009, 0.0901, 0.009, 0.0]
 
   References:
     Walker, *An efficient method for generating discrete random variables with general
     distributions*, ACM TOMS 1977. Vose, *A linear algorithm for generating random
     numbers with a given distribution*, IEEE TSE 1991. Hübschle-Schneider & Sanders,
-    *Parallel weighted random sampling*, ESA 2019 (the sweeping construction).
-    Mikolov et al., *Distributed representations of words and phrases*, NeurIPS 2013.
+    *Parallel weighted random sampling*, ESA 2019 (the sweeping construction). Odeh,
+    Green, Mwassi, Shmueli & Birk, *Merge path: parallel merging made simple*, IPDPS
+    workshops 2012. Mikolov et al., *Distributed representations of words and phrases*,
+    NeurIPS 2013.
   """
   try:
     power_value = float(power)
@@ -328,19 +388,10 @@ def unigram_sampler(counts: Array, power: float = 0.75) -> UnigramSampler:
       f"power must be a finite number >= 0, got {power}; word2vec uses 0.75, 1 keeps "
       "the counts' own distribution."
     )
-  concrete = is_concrete(counts)
-  if concrete:
-    xp = np
+  exponent = power if power_value is None else power_value
+  if is_concrete(counts):
     weights = np.asarray(counts, np.float64)
-  else:
-    xp = jnp
-    weights = jnp.asarray(counts, jnp.promote_types(jnp.asarray(counts).dtype, jnp.float32))
-  if weights.ndim != 1 or weights.shape[0] < 1:
-    raise ValueError(
-      f"counts must have shape (num_classes,), got shape {tuple(weights.shape)}."
-    )
-  check_num_classes(weights.shape[0])
-  if concrete:
+    _check_counts_shape(weights.shape)
     if not np.all(np.isfinite(weights)):
       raise ValueError("counts must be finite.")
     if np.any(weights < 0):
@@ -351,64 +402,358 @@ def unigram_sampler(counts: Array, power: float = 0.75) -> UnigramSampler:
       )
     if not np.any(weights > 0):
       raise ValueError("counts must have at least one positive entry.")
-  positive = weights > 0
-  exponent = power if power_value is None else power_value
-  # Zero counts stay at probability 0 for every power (0 ** 0 counts as 0).
-  log_w = xp.where(positive, xp.log(xp.where(positive, weights, 1.0)) * exponent, -np.inf)
-  log_probs = log_w - _logsumexp(xp, log_w)
-  threshold, alias = _alias_table(xp, xp.exp(log_probs))
-  return UnigramSampler(
-    log_probs=jnp.asarray(log_probs, jnp.float32),
-    threshold=jnp.asarray(threshold, jnp.float32),
-    alias=jnp.asarray(alias, jnp.int32),
+    # alpha log(count / max count) in float64, then float32: exact near the top.
+    log_ratio = np.full(weights.shape, -np.inf)
+    positive = weights > 0
+    np.log(weights, out=log_ratio, where=positive)
+    log_ratio -= math.log(weights.max())
+    if power_value is not None:
+      np.multiply(log_ratio, power_value, out=log_ratio, where=positive)
+      log_w = jnp.asarray(log_ratio.astype(np.float32))
+    else:
+      log_ratio = jnp.asarray(log_ratio.astype(np.float32))
+      log_w = jnp.where(log_ratio > -jnp.inf, log_ratio * exponent, -jnp.inf)
+    del log_ratio, positive
+  else:
+    counts = jnp.asarray(counts)
+    _check_counts_shape(counts.shape)
+    weights = counts.astype(jnp.promote_types(counts.dtype, jnp.float32))
+    positive = weights > 0
+    log_counts = jnp.log(jnp.where(positive, weights, 1.0))
+    # Zero counts stay at probability 0 for every power (0 ** 0 counts as 0).
+    top = jnp.max(jnp.where(positive, log_counts, -jnp.inf))
+    log_w = jnp.where(positive, (log_counts - top) * exponent, -jnp.inf)
+  log_probs, threshold, alias = _alias_build(log_w)
+  return UnigramSampler(log_probs=log_probs, threshold=threshold, alias=alias)
+
+
+def _check_counts_shape(shape: tuple[int, ...]) -> None:
+  if len(shape) != 1 or shape[0] < 1:
+    raise ValueError(f"counts must have shape (num_classes,), got shape {tuple(shape)}.")
+  check_num_classes(shape[0])
+
+
+# --------------------------------------------------------------------------------------
+# Exact unsigned 64-bit arithmetic on (high, low) pairs of uint32 arrays, without
+# jax_enable_x64: sums, prefix sums and comparisons of integers below 2**64.
+# --------------------------------------------------------------------------------------
+
+_TWO32 = 2.0**32
+
+
+def _u64_add(a, b):
+  low = a[1] + b[1]
+  return a[0] + b[0] + (low < a[1]).astype(jnp.uint32), low
+
+
+def _u64_sub(a, b):
+  """``a - b`` modulo ``2**64``."""
+  return a[0] - b[0] - (a[1] < b[1]).astype(jnp.uint32), a[1] - b[1]
+
+
+def _u64_le(a, b):
+  return (a[0] < b[0]) | ((a[0] == b[0]) & (a[1] <= b[1]))
+
+
+def _u64_where(cond, a, b):
+  return jnp.where(cond, a[0], b[0]), jnp.where(cond, a[1], b[1])
+
+
+def _u32_from_float(x):
+  """Exact uint32 of an integer-valued float32 ``0 <= x < 2**32`` (via 16-bit halves)."""
+  top = jnp.floor(x * 2.0**-16)
+  bottom = x - top * 2.0**16
+  return (top.astype(jnp.int32).astype(jnp.uint32) << 16) | bottom.astype(jnp.int32).astype(
+    jnp.uint32
   )
 
 
-def _logsumexp(xp, x):
-  m = xp.max(x)
-  return m + xp.log(xp.sum(xp.exp(x - m)))
+def _u64_from_float(x):
+  """Exact ``(high, low)`` of an integer-valued float32 ``0 <= x < 2**64``."""
+  high = jnp.floor(x * (1.0 / _TWO32))
+  return _u32_from_float(high), _u32_from_float(x - high * _TWO32)
 
 
-def _argsort_stable(xp, x):
-  if xp is np:
-    return np.argsort(x, kind="stable")
-  return jnp.argsort(x, stable=True)
+def _u64_to_float(a):
+  return a[0].astype(jnp.float32) * _TWO32 + a[1].astype(jnp.float32)
 
 
-def _alias_table(xp, probs):
-  """Walker's alias table of ``probs`` (summing to 1) by the sweeping construction.
+def _i64_to_float(a):
+  """float32 of ``a`` read as a two's complement signed 64-bit integer."""
+  negative = a[0] >= jnp.uint32(2**31)
+  magnitude = _u64_where(negative, _u64_sub((jnp.uint32(0), jnp.uint32(0)), a), a)
+  return jnp.where(negative, -1.0, 1.0) * _u64_to_float(magnitude)
 
-  Returns ``(threshold, alias)``: bucket ``b`` keeps class ``b`` with probability
-  ``threshold[b]`` and gives ``alias[b]`` otherwise.
+
+def _u64_sum(a):
+  zero = jnp.zeros((), jnp.uint32)
+  return jax.lax.reduce(a, (zero, zero), _u64_add, (0,))
+
+
+def _u64_cumsum(a):
+  """Inclusive prefix sums of 64-bit values whose total is below ``2**64``.
+
+  Block by block (in place: the working memory is one block, not the ``V``-long buffers
+  of a whole-array ``cumsum``). In a block the low words are summed modulo ``2**32``;
+  each term is below ``2**32``, so the running sum wraps at most once per term, exactly
+  where it decreases, and the high words add up those wraps.
   """
-  v = probs.shape[0]
-  p = probs * v
-  light = p < 1.0
-  num_light = xp.sum(light)
-  order = _argsort_stable(xp, ~light)  # lights first, each group in index order
-  ps = p[order]
-  is_light = xp.arange(v) < num_light
-  deficit = xp.cumsum(xp.where(is_light, 1.0 - ps, 0.0))  # D_i over the lights
-  surplus = xp.cumsum(xp.where(is_light, 0.0, ps - 1.0))  # E_j over the heavies
-  last = v - 1
-  # Light i is filled by the heavy that is current when it arrives: the first heavy j
-  # whose cumulative surplus E_j reaches the lights' deficit before i, D_{i-1}.
-  before = deficit - xp.where(is_light, 1.0 - ps, 0.0)
-  donor = xp.maximum(xp.searchsorted(surplus, before, side="left"), num_light)
-  donor = xp.minimum(donor, last)
-  # Heavy j is drained below 1 by the first light i with D_i > E_j; it keeps
-  # 1 - (D_i - E_j) and the next heavy fills the rest. Without such a light it keeps all.
-  first = xp.searchsorted(deficit, surplus, side="right")
-  drained = first < num_light
-  overshoot = deficit[xp.minimum(first, last)] - surplus
-  position = xp.arange(v)
-  has_next = position + 1 < v
-  heavy_threshold = xp.where(drained & has_next, 1.0 - overshoot, 1.0)
-  heavy_alias = xp.where(drained & has_next, position + 1, position)
-  threshold_s = xp.where(is_light, ps, xp.clip(heavy_threshold, 0.0, 1.0))
-  alias_s = order[xp.where(is_light, donor, heavy_alias)]
-  inverse = _argsort_stable(xp, order)
-  return threshold_s[inverse], alias_s[inverse]
+  v = a[0].shape[0]
+  block = min(v, _CUMSUM_BLOCK)
+
+  def add_block(k, state):
+    high, low, carry = state
+    # The last block is shifted back to end at V; its first positions are already done.
+    start = jnp.minimum(k * block, v - block)
+    fresh = start + jnp.arange(block) >= k * block
+    part_high = jax.lax.dynamic_slice(high, (start,), (block,))
+    part_low = jax.lax.dynamic_slice(low, (start,), (block,))
+    sum_low = jnp.cumsum(jnp.where(fresh, part_low, 0), dtype=jnp.uint32)
+    wrapped = jnp.append(jnp.uint32(0), (sum_low[1:] < sum_low[:-1]).astype(jnp.uint32))
+    sum_high = jnp.cumsum(jnp.where(fresh, part_high, 0) + wrapped, dtype=jnp.uint32)
+    total = _u64_add((sum_high, sum_low), carry)
+    high = jax.lax.dynamic_update_slice(high, jnp.where(fresh, total[0], part_high), (start,))
+    low = jax.lax.dynamic_update_slice(low, jnp.where(fresh, total[1], part_low), (start,))
+    return high, low, (total[0][-1], total[1][-1])
+
+  zero = jnp.zeros((), jnp.uint32)
+  high, low, _ = jax.lax.fori_loop(0, -(-v // block), add_block, (a[0], a[1], (zero, zero)))
+  return high, low
+
+
+_CUMSUM_BLOCK = 2**16
+
+
+def _cumsum(x: Array) -> Array:
+  """Inclusive prefix sums of an integer array, block by block and in place.
+
+  ``jnp.cumsum`` over ``V`` elements keeps partial sums as long as its input; one block
+  at a time, the working memory is one block.
+  """
+  v = x.shape[0]
+  block = min(v, _CUMSUM_BLOCK)
+
+  def add_block(k, state):
+    x, carry = state
+    start = jnp.minimum(k * block, v - block)
+    fresh = start + jnp.arange(block) >= k * block
+    part = jax.lax.dynamic_slice(x, (start,), (block,))
+    total = jnp.cumsum(jnp.where(fresh, part, 0), dtype=x.dtype) + carry
+    x = jax.lax.dynamic_update_slice(x, jnp.where(fresh, total, part), (start,))
+    return x, total[-1]
+
+  return jax.lax.fori_loop(0, -(-v // block), add_block, (x, jnp.zeros((), x.dtype)))[0]
+
+
+def _mul_u32(a: Array, b: int) -> tuple[Array, Array]:
+  """``(high, low)`` words of ``a * b`` for uint32 ``a`` and a Python int ``0 <= b < 2**32``."""
+  b0, b1 = jnp.uint32(b & 0xFFFF), jnp.uint32(b >> 16)
+  a0, a1 = a & 0xFFFF, a >> 16
+  p00, p01, p10, p11 = a0 * b0, a0 * b1, a1 * b0, a1 * b1
+  middle = (p00 >> 16) + (p01 & 0xFFFF) + (p10 & 0xFFFF)
+  return p11 + (p01 >> 16) + (p10 >> 16) + (middle >> 16), a * jnp.uint32(b)
+
+
+# --------------------------------------------------------------------------------------
+# The alias table.
+# --------------------------------------------------------------------------------------
+
+_FULL_BUCKET = 0xFFFFFFFF  # threshold of a bucket that keeps its class (its alias is itself)
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def _alias_build(log_w: Array) -> tuple[Array, Array, Array]:
+  """``(log_probs, threshold, alias)`` of the distribution ``exp(log_w)`` (normalized)."""
+  log_probs, mass = _integer_masses(log_w)
+  threshold, alias = _alias_sweep(mass)
+  return log_probs, threshold, alias
+
+
+def _integer_masses(log_w: Array) -> tuple[Array, tuple[Array, Array]]:
+  """Normalized ``log_w`` and integer masses summing to ``V * 2**32`` exactly.
+
+  See :func:`unigram_sampler` for the three steps and their error.
+  """
+  v = log_w.shape[0]
+  top = jnp.max(log_w)
+  w = jnp.exp(log_w - top)
+  s = jnp.sum(w)
+  mass = _u64_from_float(jnp.round(w * (v / s) * _TWO32))
+  goal = (jnp.uint32(v), jnp.uint32(0))
+  total = _u64_sum(mass)
+  # sum(mass) = V 2^32 sum(w) / s, up to rounding: the exact total corrects log(s).
+  log_norm = top + jnp.log(s) + jnp.log(_u64_to_float(total) / (v * _TWO32))
+
+  def rescale(_, state):
+    mass, total = state
+    scale = jnp.clip(_i64_to_float(_u64_sub(goal, total)) / _u64_to_float(total), -0.5, 0.5)
+    change = jnp.round(_u64_to_float(mass) * scale)
+    step = _u64_from_float(jnp.abs(change))
+    mass = _u64_where(change >= 0, _u64_add(mass, step), _u64_sub(mass, step))
+    return mass, _u64_sum(mass)
+
+  mass, total = jax.lax.fori_loop(0, 2, rescale, (mass, total))
+  # The rest, |delta| < V, goes to the classes of mass >= 2^16 in proportion to their
+  # masses: a share rounded down (so the shares never exceed |delta|), then what is left,
+  # a few units per class at most, evenly by the classes' ranks.
+  delta = _u64_sub(goal, total)
+  negative = delta[0] >= jnp.uint32(2**31)
+  size = jnp.where(negative, -delta[1], delta[1]).astype(jnp.int32)
+  eligible = (mass[0] > 0) | (mass[1] >= 2**16)
+  zero = jnp.zeros_like(mass[0])
+  eligible_total = _u64_sum(_u64_where(eligible, mass, (zero, zero)))
+  rate = size.astype(jnp.float32) / _u64_to_float(eligible_total)
+  share = jnp.floor(_u64_to_float(mass) * rate * (1.0 - 2.0**-20))
+  share = jnp.where(eligible, share, 0.0).astype(jnp.int32)
+  left = size - jnp.sum(share)
+  num_eligible = jnp.maximum(jnp.sum(eligible, dtype=jnp.int32), 1)
+  rank = _cumsum(eligible.astype(jnp.int32)) - 1
+  extra = left // num_eligible + (rank < left % num_eligible).astype(jnp.int32)
+  part = (zero, (share + jnp.where(eligible, extra, 0)).astype(jnp.uint32))
+  mass = _u64_where(negative, _u64_sub(mass, part), _u64_add(mass, part))
+  return log_w - log_norm, mass
+
+
+def _alias_sweep(mass: tuple[Array, Array]) -> tuple[Array, Array]:
+  """Walker's table of integer masses summing to ``V * 2**32`` (the sweep, merged)."""
+  v = mass[0].shape[0]
+  light = mass[0] == 0  # mass < 2^32
+  num_light = jnp.sum(light, dtype=jnp.int32)
+  light_rank = _cumsum(light.astype(jnp.int32)) - 1
+  index = jnp.arange(v, dtype=jnp.int32)
+  # Sorted positions: the lights in index order, then the heavies in index order.
+  position = jnp.where(light, light_rank, num_light + index - light_rank - 1)
+  zeros = _zeros_from(position)
+  order = _put(zeros, position, index + zeros)
+  high, low = _take(mass[0], order), _take(mass[1], order)
+  is_light = index < num_light
+  # One prefix sum over the sorted classes: the lights' deficits 2^32 - m, then the
+  # heavies' surpluses m - 2^32. For p < L it is D_{p+1}; for p >= L it is D_L + E.
+  prefix = _u64_cumsum(
+    (jnp.where(is_light, (low == 0).astype(jnp.uint32), high - 1), jnp.where(is_light, -low, low))
+  )
+  last_light = jnp.maximum(num_light - 1, 0)
+  has_light = num_light > 0
+  deficit = (
+    jnp.where(has_light, prefix[0][last_light], jnp.uint32(0)),
+    jnp.where(has_light, prefix[1][last_light], jnp.uint32(0)),
+  )
+  merged = _merge(prefix, num_light, deficit)
+  # Heavies are drained except those whose prefix reaches the total (the last ones); the
+  # prefix is nondecreasing, so they start at the number of positions below the total.
+  total = (prefix[0][-1], prefix[1][-1])
+  first_full = jnp.sum(~_u64_le(total, prefix), dtype=jnp.int32)
+  drained = ~is_light & (index < first_full)
+  # Thresholds are below 2^32: the low words of the prefix sums give them exactly.
+  low = prefix[1]
+  previous = jnp.where(index == 0, jnp.uint32(0), low[jnp.maximum(index - 1, 0)])
+  threshold = jnp.where(
+    is_light,
+    previous - low,  # the light's own mass: 2^32 minus its deficit (mod 2^32)
+    jnp.where(
+      drained,
+      low - deficit[1] - low[jnp.maximum(merged - 1, 0)],  # 2^32 - (D_i - E_j)
+      jnp.uint32(_FULL_BUCKET),
+    ),
+  )
+  threshold = _put(_zeros_from(merged).astype(jnp.uint32), order, threshold)
+  # The aliases only once the thresholds are out: XLA would otherwise hold the arrays of
+  # both scatters (four arrays of V words) at once.
+  threshold, merged = jax.lax.optimization_barrier((threshold, merged))
+  alias = _take(order, jnp.where(is_light, merged, jnp.where(drained, index + 1, index)))
+  return threshold, _put(_zeros_from(merged), order, alias)
+
+
+def _take(x: Array, indices: Array) -> Array:
+  """``x[indices]`` for in-range int32 ``indices``, without ``jnp``'s wrap of negatives.
+
+  (The wrap is an elementwise select whose result XLA keeps as a second copy of the
+  indices, an array of ``V`` words at the table's peak of memory.)
+  """
+  dims = jax.lax.GatherDimensionNumbers(
+    offset_dims=(), collapsed_slice_dims=(0,), start_index_map=(0,)
+  )
+  return jax.lax.gather(
+    x, indices[:, None], dims, (1,), mode=jax.lax.GatherScatterMode.PROMISE_IN_BOUNDS
+  )
+
+
+def _put(operand: Array, indices: Array, values: Array) -> Array:
+  """``operand.at[indices].set(values)`` for distinct in-range int32 ``indices``."""
+  dims = jax.lax.ScatterDimensionNumbers(
+    update_window_dims=(), inserted_window_dims=(0,), scatter_dims_to_operand_dims=(0,)
+  )
+  return jax.lax.scatter(
+    operand, indices[:, None], values, dims, unique_indices=True,
+    mode=jax.lax.GatherScatterMode.PROMISE_IN_BOUNDS,
+  )
+
+
+def _zeros_from(nonnegative: Array) -> Array:
+  """Zeros shaped like an int32 array of nonnegative values, computed from it.
+
+  A scatter fills an array in place; if that array were a constant (``jnp.zeros``), XLA
+  would allocate it at the start of the program and keep it alive beside everything
+  computed before the scatter. Computed from ``nonnegative``, it is allocated only then.
+  """
+  return jnp.minimum(nonnegative, 0)
+
+
+def _merge(prefix, num_light, deficit) -> Array:
+  """The merge of the lights' and the heavies' keys, by merge path.
+
+  Light ``i``'s key is the sum of the deficits before it plus ``D_L`` (the lights'
+  total), heavy ``j``'s is ``prefix[L + j] = D_L + E_j``; a light precedes a heavy of
+  equal key. Returns, at each sorted position, a light's donor (the sorted position of
+  the first heavy after it in the merge) or the number of lights merged before a heavy.
+  """
+  v = prefix[0].shape[0]
+  num_heavy = v - num_light
+  block = min(v, 512)
+  lanes = -(-v // block)
+
+  def light_key(i):
+    previous = jnp.clip(i - 1, 0, v - 1)
+    first = i == 0
+    exclusive = (
+      jnp.where(first, jnp.uint32(0), prefix[0][previous]),
+      jnp.where(first, jnp.uint32(0), prefix[1][previous]),
+    )
+    return _u64_add(exclusive, deficit)
+
+  def heavy_key(j):
+    p = jnp.clip(num_light + j, 0, v - 1)
+    return prefix[0][p], prefix[1][p]
+
+  # Each lane merges one block of the merged sequence; where it starts (how many lights
+  # come before it) is a binary search along its diagonal.
+  start = jnp.arange(lanes, dtype=jnp.int32) * block
+  end = jnp.minimum(start + block, v)
+
+  def search(_, bounds):
+    lo, hi = bounds
+    mid = (lo + hi) // 2
+    more = (lo < hi) & _u64_le(light_key(mid), heavy_key(start - mid - 1))
+    return jnp.where(more, mid + 1, lo), jnp.where(more | (lo >= hi), hi, mid)
+
+  bounds = (jnp.maximum(start - num_heavy, 0), jnp.minimum(start, num_light))
+  lights, _ = jax.lax.fori_loop(0, v.bit_length(), search, bounds)
+
+  def step(t, state):
+    i, j, merged = state
+    take = (i < num_light) & ((j >= num_heavy) | _u64_le(light_key(i), heavy_key(j)))
+    # A light's donor is the heavy it meets; a heavy records the lights before it.
+    target = jnp.where(start + t < end, jnp.where(take, i, num_light + j), v)
+    merged = merged.at[target].set(
+      jnp.where(take, num_light + j, i), mode="drop", unique_indices=True
+    )
+    return i + take, j + (~take), merged
+
+  # Every position is written once; the initial values (the high words of the prefix sums,
+  # the last ones computed) only make XLA allocate the array here rather than earlier.
+  merged = prefix[0].astype(jnp.int32)
+  _, _, merged = jax.lax.fori_loop(0, block, step, (lights, start - lights, merged))
+  return merged
 
 
 # --------------------------------------------------------------------------------------
