@@ -468,3 +468,16 @@ def test_bad_input():
     sample_candidates(object(), jax.random.key(0), labels, 2)
   with pytest.raises(TypeError, match="key must be a JAX PRNG key"):
     sampler.sample(0, (3,))
+
+
+def test_log_expected_count_of_no_draws_is_minus_inf():
+  """Zero draws give an expected count of 0 for every q, q = 1 included (not NaN)."""
+  log_q = jnp.log(jnp.array([1.0, 0.5, 1e-9, 0.0]))
+  for unique in (False, True):
+    out = log_expected_count(log_q, 0, unique=unique)
+    np.testing.assert_array_equal(np.asarray(out), -np.inf)
+    jitted = jax.jit(log_expected_count, static_argnames="unique")
+    np.testing.assert_array_equal(np.asarray(jitted(log_q, 0, unique=unique)), -np.inf)
+  # One draw: q itself, and 1 for the class of probability 1.
+  out = log_expected_count(log_q, 1, unique=True)
+  np.testing.assert_allclose(np.exp(np.asarray(out)), [1.0, 0.5, 1e-9, 0.0], rtol=1e-5)

@@ -123,8 +123,10 @@ def log_expected_count(log_q: Array, num_draws: Any, *, unique: bool = False) ->
   n = jnp.asarray(num_draws, jnp.float32)
   if not unique:
     return jnp.log(n) + log_q
-  # 1 - (1 - q)^n = -expm1(n log1p(-q)): no cancellation for q << 1.
-  return jnp.log(-jnp.expm1(n * jnp.log1p(-jnp.exp(log_q))))
+  # 1 - (1 - q)^n = -expm1(n log1p(-q)): no cancellation for q << 1. No draws give an
+  # expected count of 0 (log -inf) also where q = 1 (0 * log 0 would be NaN).
+  log_none = jnp.where(n > 0, n * jnp.log1p(-jnp.exp(log_q)), 0.0)
+  return jnp.log(-jnp.expm1(log_none))
 
 
 @jax.tree_util.register_pytree_node_class
