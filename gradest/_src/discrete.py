@@ -52,7 +52,7 @@ from gradest._src.gumbel import (
   logistic_noise,
   straight_through,
 )
-from gradest._src.score_function import _baselined, _check_baseline
+from gradest._src.score_function import baselined, check_baseline
 
 FAMILIES = ("bernoulli", "categorical")
 MAX_ENUMERATED_STATES = 2**20
@@ -116,7 +116,8 @@ def check_logits(logits: Any, family: Family) -> Array:
   return logits
 
 
-def _prepare(f, logits, key, num_samples, family, minimum=1, why=""):
+def prepare_discrete(f, logits, key, num_samples, family, minimum=1, why=""):
+  """Checks a logits-level estimator's arguments: ``(family, float logits, num_samples)``."""
   fam = get_family(family)
   logits = check_logits(logits, fam)
   n = check_num_samples(num_samples, minimum, why)
@@ -156,7 +157,7 @@ def _tangent_reaches_output(f, aval) -> bool:
   return not isinstance(out, jax.extend.core.Literal) and out in reached
 
 
-def _differentiable_check(f, logits):
+def check_differentiable(f, logits):
   """Raises if ``f`` cannot be differentiated at a relaxed input, or has a zero derivative."""
   aval = jax.ShapeDtypeStruct(logits.shape, logits.dtype)
   advice = (
@@ -304,14 +305,14 @@ def reinforce_grad(
     Williams, 1992. Kool, van Hoof & Welling, *Buy 4 REINFORCE Samples, Get a
     Baseline for Free!*, 2019.
   """
-  loo = _check_baseline(baseline)
-  fam, logits, n = _prepare(
+  loo = check_baseline(baseline)
+  fam, logits, n = prepare_discrete(
     f, logits, key, num_samples, family, 2 if loo else 1, "the leave-one-out baseline"
   )
   keys = sample_keys(key, n, sample_sharding)
   b = jax.vmap(lambda k: fam.hard(logits + perturb(fam, k, logits)[0]))(keys)
   values = jax.vmap(f)(b)
-  weights = _baselined(values, baseline)
+  weights = baselined(values, baseline)
   scores = jax.vmap(fam.score, (None, 0))(logits, b)
   per_sample = weights.reshape((-1,) + (1,) * logits.ndim) * scores
   return _estimate(per_sample, values, return_per_sample)
@@ -372,7 +373,7 @@ def arm_grad(
     Networks*, ICLR 2019.
   """
   _check_bernoulli_only(family, "arm_grad")
-  _, logits, n = _prepare(f, logits, key, num_samples, family)
+  _, logits, n = prepare_discrete(f, logits, key, num_samples, family)
   noise, _, _, fb, fbt = _antithetic_pairs(f, logits, key, n, sample_sharding)
   u = jax.nn.sigmoid(noise)
   per_sample = (fb - fbt).reshape((-1,) + (1,) * logits.ndim) * (u - 0.5)
@@ -411,7 +412,7 @@ def disarm_grad(
     Variables*, NeurIPS 2020.
   """
   _check_bernoulli_only(family, "disarm_grad")
-  _, logits, n = _prepare(f, logits, key, num_samples, family)
+  _, logits, n = prepare_discrete(f, logits, key, num_samples, family)
   _, b, b_tilde, fb, fbt = _antithetic_pairs(f, logits, key, n, sample_sharding)
   weight = 0.5 * (fb - fbt).reshape((-1,) + (1,) * logits.ndim)
   per_sample = weight * (b - b_tilde) * jax.nn.sigmoid(jnp.abs(logits))
@@ -468,8 +469,8 @@ def straight_through_grad(
     *Categorical Reparameterization with Gumbel-Softmax*, ICLR 2017.
   """
   check_temperature(temperature)
-  fam, logits, n = _prepare(f, logits, key, num_samples, family)
-  _differentiable_check(f, logits)
+  fam, logits, n = prepare_discrete(f, logits, key, num_samples, family)
+  check_differentiable(f, logits)
 
   def one(k):
     noise, _ = perturb(fam, k, logits)
@@ -531,8 +532,8 @@ def gumbel_rao_grad(
   """
   check_temperature(temperature)
   k_cond = check_positive_int(num_conditional, "num_conditional")
-  fam, logits, n = _prepare(f, logits, key, num_samples, family)
-  _differentiable_check(f, logits)
+  fam, logits, n = prepare_discrete(f, logits, key, num_samples, family)
+  check_differentiable(f, logits)
 
   def one(k):
     cost = lambda lg: f(_gumbel_rao_sample(fam, k, lg, temperature, k_cond))  # noqa: E731

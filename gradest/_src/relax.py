@@ -31,10 +31,10 @@ import jax.numpy as jnp
 
 from gradest._src.base import Array, PyTree, as_jax_callable, per_sample_variance, sample_keys
 from gradest._src.discrete import (
-  _differentiable_check,
-  _prepare,
+  check_differentiable,
   get_family,
   perturb,
+  prepare_discrete,
 )
 
 
@@ -166,7 +166,7 @@ def relax_grad(
     Grathwohl, Choi, Wu, Roeder & Duvenaud, *Backpropagation through the Void:
     Optimizing Control Variates for Black-Box Gradient Estimation*, ICLR 2018.
   """
-  fam, logits, n = _prepare(f, logits, key, num_samples, family)
+  fam, logits, n = prepare_discrete(f, logits, key, num_samples, family)
   try:
     out = jax.eval_shape(
       as_jax_callable(control_variate), cv_params, jax.ShapeDtypeStruct(logits.shape, logits.dtype)
@@ -238,10 +238,10 @@ def rebar_grad(
     Tucker, Mnih, Maddison, Lawson & Sohl-Dickstein, *REBAR: Low-variance, unbiased
     gradient estimates for discrete latent variable models*, NeurIPS 2017.
   """
-  fam, logits, _ = _prepare(f, logits, key, num_samples, family)
+  fam, logits, _ = prepare_discrete(f, logits, key, num_samples, family)
   if cv_params is None:
     cv_params = init_rebar_params()
-  _differentiable_check(f, logits)
+  check_differentiable(f, logits)
   return relax_grad(
     f,
     logits,

@@ -26,7 +26,7 @@ from gradest._src.distributions import Distribution, as_distribution
 LEAVE_ONE_OUT = "leave_one_out"
 
 
-def _check_baseline(baseline: Any) -> bool:
+def check_baseline(baseline: Any) -> bool:
   """Returns True for the leave-one-out baseline; raises on unknown strings."""
   if isinstance(baseline, str):
     if baseline != LEAVE_ONE_OUT:
@@ -57,7 +57,8 @@ def leave_one_out_baseline(values: Array) -> Array:
   return (jnp.sum(values, axis=0, keepdims=True) - values) / (n - 1)
 
 
-def _baselined(values: Array, baseline: Any) -> Array:
+def baselined(values: Array, baseline: Any) -> Array:
+  """The learning signal ``values - baseline`` (leave-one-out, a constant, or none)."""
   if baseline is None:
     return values
   if isinstance(baseline, str):
@@ -130,7 +131,7 @@ def score_function_grad(
     reinforcement learning*, 1992. Kool, van Hoof & Welling, *Buy 4 REINFORCE samples,
     get a baseline for free!*, 2019 (leave-one-out).
   """
-  loo = _check_baseline(baseline)
+  loo = check_baseline(baseline)
   n = check_num_samples(
     num_samples, 2 if loo else 1, "the leave-one-out baseline needs at least two samples"
   )
@@ -152,7 +153,7 @@ def score_function_grad(
     h = None
     if control_variate is not None:
       h = jax.vmap(lambda x: control_variate.value(dist, x))(xs)
-    return xs, values, _baselined(values, baseline), h
+    return xs, values, baselined(values, baseline), h
 
   def scores(xs):
     return jax.vmap(jax.grad(log_prob), in_axes=(None, 0))(params, xs)
@@ -266,7 +267,7 @@ def score_function_surrogate(
   if baseline is None:
     return magic_box(log_prob) * cost
   if isinstance(baseline, str):
-    _check_baseline(baseline)
+    check_baseline(baseline)
     if cost.ndim == 0:
       raise ValueError(
         "baseline='leave_one_out' needs a leading sample axis in cost, got a scalar."

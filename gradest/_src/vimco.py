@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from gradest._src.base import Array, GradEstimate, sample_keys
-from gradest._src.discrete import _prepare, perturb
+from gradest._src.discrete import perturb, prepare_discrete
 
 _WHY = "VIMCO's leave-one-out baselines need at least two samples"
 
@@ -121,7 +121,7 @@ def vimco_grad(
   References:
     Mnih & Rezende, *Variational Inference for Monte Carlo Objectives*, ICML 2016.
   """
-  fam, logits, k = _prepare(f, logits, key, num_samples, family, 2, _WHY)
+  fam, logits, k = prepare_discrete(f, logits, key, num_samples, family, 2, _WHY)
   keys = sample_keys(key, k, sample_sharding)
   b = jax.vmap(lambda kk: fam.hard(logits + perturb(fam, kk, logits)[0]))(keys)
   values = jax.vmap(f)(b)
