@@ -398,7 +398,8 @@ def plot(time_rows, sampler_rows_, path):
     )
   ax1.set(xscale="log", yscale="log", xlabel="vocabulary size V", ylabel="ms per loss + gradient",
           title="Output layer: full softmax vs sampled losses")
-  ax1.legend(fontsize=7)
+  if methods:
+    ax1.legend(fontsize=7)
   samplers = list(dict.fromkeys(r["method"] for r in sampler_rows_))
   for s in samplers:
     rs = sorted((r for r in sampler_rows_ if r["method"] == s), key=lambda r: r["draws"])
@@ -406,7 +407,8 @@ def plot(time_rows, sampler_rows_, path):
   v = sampler_rows_[0]["vocab"] if sampler_rows_ else 0
   ax2.set(xscale="log", yscale="log", xlabel="draws per call", ylabel="draws per second",
           title=f"Samplers at V={v:.0e}")
-  ax2.legend(fontsize=7)
+  if samplers:
+    ax2.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
@@ -489,14 +491,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     json.dump(result, fh, indent=1, default=list)
   plot(time_rows, samplers_, os.path.join(args.out, "nce.png"))
   if not args.quiet:
-    print(f"Loss + gradient, d={args.dim}, B={args.batch}, k={args.num_sampled} "
-          f"(median ms; full-softmax time over this):")
-    print(format_time_table(time_rows))
-    print()
-    print(f"Samplers at V={args.sampler_vocab}:")
-    print(format_sampler_table(samplers_))
+    if time_rows:
+      print(f"Loss + gradient, d={args.dim}, B={args.batch}, k={args.num_sampled} "
+            f"(median ms; full-softmax time over this):")
+      print(format_time_table(time_rows) + "\n")
+    if samplers_:
+      print(f"Samplers at V={args.sampler_vocab}:")
+      print(format_sampler_table(samplers_) + "\n")
     if tables:
-      print()
       print(f"Alias-table build, counts 1e9 / i^1.05, power {TABLE_POWER}:")
       print(format_build_table(tables))
     print(f"\n{result['seconds']:.0f} s; results in {args.out}")

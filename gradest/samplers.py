@@ -1,6 +1,7 @@
 """Candidate samplers for sampled losses over large vocabularies (O(1) per draw)."""
 
 from gradest._src.samplers import (
+  MAX_DRAW_ROUNDS,
   Candidates,
   LogUniformSampler,
   Sampler,
@@ -13,6 +14,7 @@ from gradest._src.samplers import (
 )
 
 __all__ = [
+  "MAX_DRAW_ROUNDS",
   "Candidates",
   "LogUniformSampler",
   "Sampler",

@@ -481,3 +481,60 @@ def test_log_expected_count_of_no_draws_is_minus_inf():
   # One draw: q itself, and 1 for the class of probability 1.
   out = log_expected_count(log_q, 1, unique=True)
   np.testing.assert_allclose(np.exp(np.asarray(out)), [1.0, 0.5, 1e-9, 0.0], rtol=1e-5)
+
+
+SPARSE = np.array([5.0, 0, 0, 3, 0, 0, 0, 0])
+
+
+@pytest.mark.parametrize(
+  "labels, num_sampled, kwargs, match",
+  [
+    ([[0], [3]], 2, dict(exclude_true=True, unique=False), "0 classes nonzero"),
+    ([[0], [3]], 3, dict(unique=True), "2 classes nonzero"),
+    ([[0], [3]], 1, dict(unique=True, exclude_true=True), "outside the excluded"),
+    ([[1]], 2, dict(unique=False), "never draws"),
+  ],
+)
+def test_undrawable_sets_are_refused_when_concrete(labels, num_sampled, kwargs, match):
+  # Regression: these redrew forever (excluded labels holding all of q's mass, fewer
+  # nonzero classes than distinct draws), or gave a silent zero loss (label with q = 0).
+  sampler = unigram_sampler(SPARSE)
+  with pytest.raises(ValueError, match=match):
+    sample_candidates(sampler, jax.random.key(0), jnp.array(labels), num_sampled, **kwargs)
+
+
+@pytest.mark.parametrize("unique", [False, True])
+def test_undrawable_sets_stop_under_jit_and_are_left_out(unique):
+  # Traced inputs cannot be checked: the draw stops after MAX_DRAW_ROUNDS and the empty
+  # slots get an infinite log expected count, which every loss leaves out.
+  from gradest import sampled_logits_loss
+
+  labels = jnp.array([[0], [3]])
+  num_sampled = 3 if unique else 2
+  draw = jax.jit(lambda s, y: sample_candidates(
+    s, jax.random.key(0), y, num_sampled, unique=unique, exclude_true=not unique))
+  c = draw(unigram_sampler(SPARSE), labels)
+  empty = np.isinf(np.asarray(c.sampled_log_expected_count))
+  assert empty.sum() == (1 if unique else 2)
+  assert np.all(np.asarray(c.sampled)[empty] == 0)
+  assert np.all(np.isfinite(np.asarray(c.sampled_log_expected_count)[~empty]))
+
+  hidden = jnp.ones((2, 4))
+  weights = jax.random.normal(jax.random.key(1), (8, 4))
+  for loss in ("nce", "sampled_softmax", "negative_sampling", "ranking_nce"):
+    def total(w, s, loss=loss):
+      return sampled_logits_loss(
+        hidden, w, None, labels, jax.random.key(0), sampler=s, num_sampled=num_sampled,
+        unique=unique, exclude_true=not unique, loss=loss).sum()
+
+    value, grad = jax.jit(jax.value_and_grad(total))(weights, unigram_sampler(SPARSE))
+    assert np.isfinite(value) and np.all(np.isfinite(grad)), loss
+
+
+def test_uniform_sampler_is_uniform_for_large_vocabularies():
+  # Regression: one 32-bit word reduced modulo V gave P(id < 2**30) = 3/4 for V = 3 * 2**29.
+  num_classes, n = 3 * 2**29, 2**20
+  ids = np.asarray(UniformSampler(num_classes).sample(jax.random.key(0), (n,)))
+  assert ids.min() >= 0 and ids.max() < num_classes
+  p = 2**30 / num_classes
+  assert abs((ids < 2**30).mean() - p) < 5 * math.sqrt(p * (1 - p) / n)

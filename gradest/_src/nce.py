@@ -736,6 +736,9 @@ def _remove_hits(loss: str, remove_accidental_hits: bool | None) -> bool:
 @functools.partial(jax.jit, static_argnums=(5, 6))
 def _candidate_loss(true_logits, sampled, labels, candidates, log_partition, loss, remove_hits):
   mask = ~accidental_hits(labels, candidates.sampled) if remove_hits else None
+  # Slots a jitted draw could not fill carry an infinite log expected count: left out.
+  drawn = candidates.sampled_log_expected_count < jnp.inf
+  mask = drawn if mask is None else mask & drawn
   if loss == "negative_sampling":
     return negative_sampling_loss(true_logits, sampled, sampled_mask=mask)
   args = (

@@ -134,6 +134,11 @@ def log_expected_count(log_q: Array, num_draws: Any, *, unique: bool = False) ->
 class UniformSampler(_StaticSampler):
   r"""Uniform candidates, :math:`q(w) = 1/V`.
 
+  A draw is the integer part of :math:`u V / 2^{64}` for one 64-bit random word
+  :math:`u`, so every class has probability :math:`1/V` to within :math:`2^{-64}` for
+  any ``V < 2**31`` (reducing one 32-bit word modulo :math:`V` would favour the low ids
+  by up to :math:`V / 2^{32}`: 12% at ``V = 1.6e9``).
+
   Examples:
     >>> import jax
     >>> s = UniformSampler(10)
@@ -148,7 +153,8 @@ class UniformSampler(_StaticSampler):
 
   def sample(self, key: Array, shape: Shape = ()) -> Array:
     check_key(key)
-    return jax.random.randint(key, _shape(shape), 0, self.num_classes, jnp.int32)
+    shape = _shape(shape)
+    return _uniform_draw(key, math.prod(shape), self.num_classes)[0].reshape(shape)
 
   def log_prob(self, ids: Array) -> Array:
     ids = jnp.asarray(ids)
@@ -294,11 +300,18 @@ class UnigramSampler(Sampler):
 
 @functools.partial(jax.jit, static_argnums=3)
 def _alias_draw(key: Array, threshold: Array, alias: Array, shape: tuple[int, ...]) -> Array:
-  num = math.prod(shape)
-  words = jax.random.key_data(jax.random.split(key, num)).reshape(num, -1)
-  bucket, coin = _bucket_and_coin(words[:, 0], words[:, 1], threshold.shape[0])
+  bucket, coin = _uniform_draw(key, math.prod(shape), threshold.shape[0])
   ids = jnp.where(coin < threshold[bucket], bucket, alias[bucket])
   return ids.reshape(shape)
+
+
+def _uniform_draw(key: Array, num: int, num_buckets: int) -> tuple[Array, Array]:
+  """``num`` uniform buckets in ``[0, num_buckets)`` and 32-bit coins, one 64-bit word each.
+
+  The word is the key data of ``jax.random.split(key, num)``; see :func:`_bucket_and_coin`.
+  """
+  words = jax.random.key_data(jax.random.split(key, num)).reshape(num, -1)
+  return _bucket_and_coin(words[:, 0], words[:, 1], num_buckets)
 
 
 def _bucket_and_coin(high: Array, low: Array, num_buckets: int) -> tuple[Array, Array]:
@@ -817,8 +830,16 @@ def _member(sorted_set: Array, ids: Array) -> Array:
   return sorted_set[pos] == ids
 
 
+MAX_DRAW_ROUNDS = 2**14
+"""Rounds of redrawing after which a set of candidates that is still not full stops."""
+
+
 def _draw_set(sampler: Sampler, key: Array, num_sampled: int, unique: bool, excluded):
-  """One set of candidates: ``(ids, num_tries, log_q_shift)``.
+  """One set of candidates: ``(ids, num_tries, log_q_shift, filled)``.
+
+  ``filled`` is False for slots left empty after :data:`MAX_DRAW_ROUNDS` rounds of
+  redrawing (only when the classes left to draw carry almost no mass, or are fewer than
+  ``num_sampled`` for unique sets: inputs that concrete calls refuse); their ids are 0.
 
   ``excluded`` is a sorted 1-D array of ids never to draw (or ``None``); draws that hit
   it are redrawn, which samples from ``q`` restricted to the other classes, whose log
@@ -839,16 +860,18 @@ def _draw_set(sampler: Sampler, key: Array, num_sampled: int, unique: bool, excl
     ids = sampler.sample(sub, (num_sampled,))
 
     def cond(state):
-      return jnp.any(hits(state[1]))
+      return jnp.any(hits(state[1])) & (state[2] < MAX_DRAW_ROUNDS)
 
     def body(state):
-      key, ids = state
+      key, ids, rounds = state
       key, sub = jax.random.split(key)
-      return key, jnp.where(hits(ids), sampler.sample(sub, (num_sampled,)), ids)
+      return key, jnp.where(hits(ids), sampler.sample(sub, (num_sampled,)), ids), rounds + 1
 
+    filled = jnp.ones((num_sampled,), bool)
     if excluded is not None:
-      _, ids = jax.lax.while_loop(cond, body, (key, ids))
-    return ids, jnp.asarray(num_sampled, jnp.int32), shift
+      _, ids, _ = jax.lax.while_loop(cond, body, (key, ids, jnp.zeros((), jnp.int32)))
+      filled = ~hits(ids)
+    return ids, jnp.asarray(num_sampled, jnp.int32), shift, filled
 
   # Unique: draw chunks of num_sampled with replacement until num_sampled distinct ids
   # are found; the distinct ids in order of first appearance are a sample without
@@ -856,10 +879,10 @@ def _draw_set(sampler: Sampler, key: Array, num_sampled: int, unique: bool, excl
   empty = jnp.full((num_sampled,), -1, jnp.int32)
 
   def cond(state):
-    return state[2] < num_sampled
+    return (state[2] < num_sampled) & (state[4] < MAX_DRAW_ROUNDS)
 
   def body(state):
-    key, ids, count, tries = state
+    key, ids, count, tries, rounds = state
     key, sub = jax.random.split(key)
     chunk = sampler.sample(sub, (num_sampled,))
     valid = ~hits(chunk)
@@ -877,11 +900,12 @@ def _draw_set(sampler: Sampler, key: Array, num_sampled: int, unique: bool, excl
     last = jnp.argmax(take & (slot == num_sampled - 1))
     used = jnp.where(filled, jnp.arange(num_sampled) <= last, True)
     tries = tries + jnp.sum(valid & used)
-    return key, ids, jnp.minimum(count + jnp.sum(new), num_sampled), tries
+    return key, ids, jnp.minimum(count + jnp.sum(new), num_sampled), tries, rounds + 1
 
   zero = jnp.zeros((), jnp.int32)
-  _, ids, _, tries = jax.lax.while_loop(cond, body, (key, empty, zero, zero))
-  return ids, tries, shift
+  _, ids, _, tries, _ = jax.lax.while_loop(cond, body, (key, empty, zero, zero, zero))
+  filled = ids >= 0
+  return jnp.maximum(ids, 0), tries, shift, filled
 
 
 def sample_candidates(
@@ -914,6 +938,12 @@ def sample_candidates(
   in NCE needs the unrestricted noise density). Without exclusion, sampled ids that
   equal a true label are *accidental hits*, which the losses can mask
   (:func:`accidental_hits`).
+
+  Concrete inputs are checked: every label must have :math:`q > 0`, and the classes left
+  to draw must be enough to fill the set. Inside ``jax.jit`` these cannot be checked;
+  there a set that is still not full after :data:`MAX_DRAW_ROUNDS` rounds of redrawing
+  stops, and its empty slots get an infinite log expected count, so the losses leave
+  them out (their corrected logits are :math:`-\infty`).
 
   Args:
     sampler: a :class:`Sampler`.
@@ -974,7 +1004,40 @@ def checked_candidates(
       + f"), got {k}; use unique=False to draw with replacement."
     )
 
+  if is_concrete(labels) and all(is_concrete(x) for x in jax.tree_util.tree_leaves(sampler)):
+    _check_drawable(sampler, labels, k, unique, shared_negatives, exclude_true)
   return _sample_candidates(sampler, key, labels, k, unique, shared_negatives, exclude_true)
+
+
+def _check_drawable(sampler, labels, k, unique, shared_negatives, exclude_true) -> None:
+  """Concrete inputs: every label has ``q > 0`` and every set of candidates can be filled."""
+  if not isinstance(sampler, UnigramSampler):
+    return  # the uniform and log-uniform samplers give every class q > 0
+  labels = np.asarray(labels)
+  support = np.isfinite(np.asarray(sampler.log_probs))
+  if not np.all(support[labels]):
+    bad = np.unique(labels[~support[labels]])[:5].tolist()
+    raise ValueError(
+      f"labels include classes the sampler never draws (q = 0), e.g. {bad}: the sampled "
+      "losses correct each logit by log q, which is -inf there. Give every class that "
+      "can be a label a nonzero weight (e.g. unigram_sampler(counts + 1))."
+    )
+  if unique or exclude_true:
+    left = int(support.sum())
+    if exclude_true:
+      sets = labels.reshape(1, -1) if shared_negatives else labels.reshape(-1, labels.shape[-1])
+      sets = np.sort(sets, axis=1)
+      first = np.concatenate([np.ones((len(sets), 1), bool), sets[:, 1:] != sets[:, :-1]], 1)
+      left -= int(np.max(np.sum(support[sets] & first, axis=1)))
+    if left < (k if unique else 1):
+      raise ValueError(
+        f"the sampler gives {left} classes nonzero probability"
+        + (" outside the excluded labels" if exclude_true else "")
+        + f", too few to draw num_sampled={k}"
+        + (" distinct candidates" if unique else " candidates")
+        + "; use unique=False, a smaller num_sampled, exclude_true=False, or a sampler "
+        "with wider support (e.g. unigram_sampler(counts + 1))."
+      )
 
 
 @functools.partial(jax.jit, static_argnums=(3, 4, 5, 6))
@@ -983,8 +1046,9 @@ def _sample_candidates(sampler, key, labels, k, unique, shared_negatives, exclud
 
   def one_set(key, excluded):
     excluded = jnp.sort(excluded.reshape(-1)) if exclude_true else None
-    ids, tries, shift = _draw_set(sampler, key, k, unique, excluded)
+    ids, tries, shift, filled = _draw_set(sampler, key, k, unique, excluded)
     log_ec = log_expected_count(sampler.log_prob(ids) + shift, tries, unique=unique)
+    log_ec = jnp.where(filled, log_ec, jnp.inf)
     return ids, log_ec, tries
 
   if shared_negatives:
