@@ -26,13 +26,15 @@ class GradEstimate(NamedTuple):
     per_sample: the per-sample gradient estimates, the same pytree with a leading
       ``num_samples`` axis on every leaf (``grad`` is their mean), or ``None`` when
       the estimator was called with ``return_per_sample=False``.
-    values: the cost at each sample, shape ``(num_samples,)`` (the Monte Carlo
-      estimate of the objective is its mean).
+    values: the cost at each evaluation of ``f``, shape ``(num_samples,)`` (the Monte
+      Carlo estimate of the objective is their mean).
+    aux: the estimator's extra outputs (a dict, e.g. RELAX's ``cv_grad``), or ``None``.
   """
 
   grad: PyTree
   per_sample: PyTree | None
   values: Array
+  aux: Any = None
 
   def variance(self) -> PyTree:
     """Per-coordinate variance of a single-sample estimate (``ddof=1``).
