@@ -13,13 +13,16 @@ from gradest._src.control_variates import (
 )
 from gradest._src.discrete import (
   arm_grad,
+  arm_objective,
   disarm_grad,
+  disarm_objective,
   exact_expectation,
   exact_grad,
   gumbel_rao,
   gumbel_rao_grad,
-  reinforce_grad,
+  gumbel_rao_objective,
   straight_through_grad,
+  straight_through_objective,
 )
 from gradest._src.fisher import (
   Likelihood,
@@ -62,27 +65,32 @@ from gradest._src.nce import (
   sampled_logits_loss,
   sampled_softmax_loss,
 )
-from gradest._src.pathwise import pathwise_grad
+from gradest._src.pathwise import pathwise_grad, pathwise_objective
+from gradest._src.registry import ESTIMATORS, Estimator, estimator_names, get_estimator
 from gradest._src.relax import (
-  RelaxEstimate,
   init_rebar_params,
   rebar_control_variate,
   rebar_grad,
+  rebar_objective,
   relax_control_variate,
   relax_grad,
+  relax_objective,
 )
 from gradest._src.score_function import (
   leave_one_out_baseline,
   magic_box,
   score_function_grad,
+  score_function_objective,
   score_function_surrogate,
 )
-from gradest._src.vimco import vimco_grad, vimco_surrogate
+from gradest._src.vimco import vimco_grad, vimco_objective, vimco_surrogate
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
   "ControlVariate",
+  "ESTIMATORS",
+  "Estimator",
   "FisherDiagonalState",
   "GradEstimate",
   "KLTrustRegionState",
@@ -90,27 +98,31 @@ __all__ = [
   "MovingAverageBaseline",
   "MovingAverageState",
   "NaturalGradientState",
-  "RelaxEstimate",
   "arm_grad",
+  "arm_objective",
   "binary_gumbel_softmax",
   "candidate_sampling_loss",
   "conditional_gumbel",
   "conditional_logistic",
   "delta_method",
   "disarm_grad",
+  "disarm_objective",
   "distribution_fisher_vector_product",
   "distributions",
+  "estimator_names",
   "exact_expectation",
   "exact_grad",
   "fisher",
   "fisher_diagonal",
   "fisher_vector_product",
   "full_softmax_loss",
+  "get_estimator",
   "ggn_vector_product",
   "gumbel_max",
   "gumbel_noise",
   "gumbel_rao",
   "gumbel_rao_grad",
+  "gumbel_rao_objective",
   "gumbel_softmax",
   "gumbel_top_k",
   "hessian_diagonal",
@@ -129,12 +141,14 @@ __all__ = [
   "negative_sampling_loss",
   "optimal_coefficient",
   "pathwise_grad",
+  "pathwise_objective",
   "ranking_nce_loss",
   "rebar_control_variate",
   "rebar_grad",
-  "reinforce_grad",
+  "rebar_objective",
   "relax_control_variate",
   "relax_grad",
+  "relax_objective",
   "sampled_logits",
   "sampled_logits_loss",
   "sampled_softmax_loss",
@@ -143,10 +157,13 @@ __all__ = [
   "scale_by_kl_trust_region",
   "scale_by_natural_gradient",
   "score_function_grad",
+  "score_function_objective",
   "score_function_surrogate",
   "straight_through",
   "straight_through_grad",
+  "straight_through_objective",
   "truncated_gumbel",
   "vimco_grad",
+  "vimco_objective",
   "vimco_surrogate",
 ]

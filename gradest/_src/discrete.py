@@ -1,32 +1,39 @@
 r"""Gradient estimators for Bernoulli and categorical latent variables.
 
-Every estimator here estimates :math:`\nabla_\ell \mathbb E_{b \sim p_\ell}[f(b)]`, the
-gradient with respect to the **logits** :math:`\ell`, and has the signature
+The discrete estimators have the contract of the continuous ones, at two levels:
 
 .. code-block:: python
 
-  <name>_grad(f, logits, key, num_samples, *, family="bernoulli", ...) -> GradEstimate
+  <name>_grad(f, dist_fn, params, key, num_samples, *, ...) -> GradEstimate
+  <name>_objective(f, dist, key, num_samples, *, ...) -> scalar
 
-* ``family="bernoulli"``: independent :math:`b_i \sim \mathrm{Bernoulli}(\sigma(\ell_i))`
-  for ``logits`` of any shape; ``f`` receives a float 0/1 array of that shape.
-* ``family="categorical"``: independent categorical variables over the last axis of
-  ``logits`` (shape ``batch + (K,)``); ``f`` receives **one-hot** float arrays of the
-  shape of ``logits`` (so the relaxed estimators can feed it points of the simplex).
+The family is read from the distribution that ``dist_fn(params)`` (or ``dist``) is:
 
-To train the parameters :math:`\phi` of a network that outputs the logits, pull the
-gradient back: ``jax.vjp(encoder, phi)[1](estimate.grad)``.
+* :class:`~gradest.distributions.Bernoulli` (or distrax's / numpyro's, converted by
+  :func:`~gradest.distributions.as_distribution`): ``f`` receives a float 0/1 array of
+  the logits' shape;
+* :class:`~gradest.distributions.OneHotCategorical` (or distrax's): ``f`` receives
+  one-hot float arrays of the logits' shape ``batch + (K,)``, so the relaxed estimators
+  can feed it points of the simplex.
 
-Sample ``i`` uses the key ``jax.random.split(key, num_samples)[i]`` and, within it, the
-same noise for every estimator, so the same key gives the same discrete samples to
-REINFORCE, straight-through, Gumbel-Rao, REBAR and RELAX (common random numbers when
-comparing them).
+Each estimator computes per-sample terms :math:`\hat g_i` with respect to the logits
+:math:`\ell` and pulls them back to ``params`` through ``dist_fn`` (a vector-Jacobian
+product), so an encoder's parameters are trained directly. At the objective level the
+value is the Monte Carlo objective (the mean of ``f`` over the evaluations) and the
+gradient with respect to the logits is the estimator's; gradients with respect to
+anything ``f`` closes over (a decoder) are the mean of ``f``'s gradients at the samples.
+
+Sample ``i`` uses the key ``jax.random.split(key, rows)[i]`` and, within it, the same
+noise for every estimator, so the same key gives the same discrete samples to
+straight-through, Gumbel-Rao, REBAR and RELAX (common random numbers when comparing
+them).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.extend
@@ -42,8 +49,9 @@ from gradest._src.base import (
   check_scalar_output,
   compute_dtype,
   sample_keys,
+  tree_mean,
 )
-from gradest._src.distributions import Bernoulli
+from gradest._src.distributions import Bernoulli, Categorical, OneHotCategorical, as_distribution
 from gradest._src.gumbel import (
   check_temperature,
   conditional_gumbel,
@@ -52,7 +60,6 @@ from gradest._src.gumbel import (
   logistic_noise,
   straight_through,
 )
-from gradest._src.score_function import baselined, check_baseline
 
 FAMILIES = ("bernoulli", "categorical")
 MAX_ENUMERATED_STATES = 2**20
@@ -116,16 +123,6 @@ def check_logits(logits: Any, family: Family) -> Array:
   return logits
 
 
-def prepare_discrete(f, logits, key, num_samples, family, minimum=1, why=""):
-  """Checks a logits-level estimator's arguments: ``(family, float logits, num_samples)``."""
-  fam = get_family(family)
-  logits = check_logits(logits, fam)
-  n = check_num_samples(num_samples, minimum, why)
-  check_key(key)
-  check_scalar_output(f, jax.ShapeDtypeStruct(logits.shape, logits.dtype))
-  return fam, logits, n
-
-
 def perturb(fam: Family, key: Array, logits: Array) -> tuple[Array, Array]:
   """The noise keys every estimator uses for one sample: ``(z, conditional key)``.
 
@@ -136,10 +133,152 @@ def perturb(fam: Family, key: Array, logits: Array) -> tuple[Array, Array]:
   return fam.noise(k_noise, logits.shape, logits.dtype), k_cond
 
 
-def _estimate(per_sample: Array, values: Array, return_per_sample: bool) -> GradEstimate:
-  grad = jnp.mean(per_sample, axis=0)
-  return GradEstimate(grad, per_sample if return_per_sample else None, values)
 
+
+def discrete_family(dist: Any, name: str = "dist_fn(params)") -> tuple[Family, Array]:
+  """The family and float logits of a discrete distribution (gradest, distrax or numpyro).
+
+  Raises:
+    TypeError: ``dist`` is not a Bernoulli or one-hot categorical distribution.
+  """
+  dist = as_distribution(dist, name)
+  if isinstance(dist, Bernoulli):
+    return BERNOULLI, dist.logits
+  if isinstance(dist, OneHotCategorical):
+    return CATEGORICAL, dist.logits
+  if isinstance(dist, Categorical):
+    raise TypeError(
+      f"{name} is a Categorical (integer samples); the discrete estimators need "
+      "OneHotCategorical(logits), whose samples are one-hot vectors (f then also accepts "
+      "the relaxed points of the simplex)."
+    )
+  raise TypeError(
+    f"{name} must be a Bernoulli or OneHotCategorical distribution for this estimator, "
+    f"got {type(dist).__name__}; use score_function_grad or pathwise_grad for other "
+    "families."
+  )
+
+
+class Terms(NamedTuple):
+  """What a discrete estimator computes in the space of the logits.
+
+  Attributes:
+    per_sample: ``(rows,) + logits.shape``; their mean is the estimate of the gradient
+      with respect to the logits.
+    values: ``f`` at each of its ``num_samples`` evaluations (differentiable in what ``f``
+      closes over), shape ``(num_samples,)``.
+    aux: the estimator's extra outputs (a dict) or ``None``.
+  """
+
+  per_sample: Array
+  values: Array
+  aux: Any = None
+
+
+TermsFn = Callable[..., Terms]
+
+
+class DiscreteSpec(NamedTuple):
+  """How an estimator checks its arguments (internal).
+
+  Attributes:
+    name: the public name, for error messages.
+    families: the families it accepts.
+    differentiable: whether it differentiates ``f`` with respect to its input.
+    minimum: the smallest ``num_samples``, and ``why`` it needs that many.
+    pairs: whether ``num_samples`` counts the evaluations of antithetic pairs.
+  """
+
+  name: str
+  families: tuple[Family, ...] = ()
+  differentiable: bool = False
+  minimum: int = 1
+  why: str = ""
+  pairs: bool = False
+
+
+def check_discrete(
+  spec: DiscreteSpec, f, dist, key, num_samples, name
+) -> tuple[Family, Array, int]:
+  """Checks a discrete estimator's arguments: ``(family, logits, num_samples)``."""
+  fam, logits = discrete_family(dist, name)
+  families = spec.families or (BERNOULLI, CATEGORICAL)
+  if fam not in families:
+    raise TypeError(
+      f"{spec.name} is defined for Bernoulli distributions only, got a categorical one; "
+      "for categorical variables use score_function_grad, gumbel_rao_grad or relax_grad."
+    )
+  n = check_num_samples(num_samples, max(spec.minimum, 2 if spec.pairs else 1), spec.why)
+  if spec.pairs and n % 2:
+    raise ValueError(
+      f"{spec.name} evaluates f at antithetic pairs: num_samples counts the evaluations "
+      f"and must be even, got {n}."
+    )
+  check_key(key)
+  aval = jax.ShapeDtypeStruct(logits.shape, logits.dtype)
+  check_scalar_output(f, aval)
+  if spec.differentiable:
+    check_differentiable(f, logits)
+  return fam, logits, n
+
+
+def estimate_grad(
+  spec: DiscreteSpec,
+  terms_fn: TermsFn,
+  f: Callable[[Array], Array],
+  dist_fn: Callable[[Any], Any],
+  params: Any,
+  key: Array,
+  num_samples: int,
+  *,
+  return_per_sample: bool,
+  sample_sharding: Any,
+  **options: Any,
+) -> GradEstimate:
+  """The gradient level: terms in the logits' space, pulled back to ``params``."""
+  fam, logits, n = check_discrete(spec, f, dist_fn(params), key, num_samples, "dist_fn(params)")
+  terms = terms_fn(fam, logits, f, key, n, sample_sharding, **options)
+  _, pullback = jax.vjp(lambda p: discrete_family(dist_fn(p))[1], params)
+  if return_per_sample:
+    per_sample = jax.vmap(lambda g: pullback(g)[0])(terms.per_sample)
+    return GradEstimate(tree_mean(per_sample), per_sample, terms.values, terms.aux)
+  (grad,) = pullback(tree_mean(terms.per_sample))
+  return GradEstimate(grad, None, terms.values, terms.aux)
+
+
+def estimate_objective(
+  spec: DiscreteSpec,
+  terms_fn: TermsFn,
+  f: Callable[[Array], Array],
+  dist: Any,
+  key: Array,
+  num_samples: int,
+  *,
+  sample_sharding: Any = None,
+  **options: Any,
+) -> tuple[Array, Terms]:
+  r"""The objective level: :math:`\bar f + \langle \bot(\bar g), \ell - \bot(\ell)\rangle`.
+
+  The value is the mean of ``f`` over its evaluations; the gradient with respect to the
+  logits is the mean term :math:`\bar g` (never differentiated again), and gradients
+  with respect to what ``f`` closes over flow through the values.
+  """
+  fam, logits, n = check_discrete(spec, f, dist, key, num_samples, "dist")
+  fixed = jax.lax.stop_gradient(logits)
+  terms = terms_fn(fam, fixed, f, key, n, sample_sharding, **options)
+  g = jax.lax.stop_gradient(jnp.mean(terms.per_sample, axis=0))
+  return jnp.mean(terms.values) + jnp.sum(g * (logits - fixed)), terms
+
+
+def hard_samples(fam: Family, logits: Array, keys: Array) -> tuple[Array, Array, Array]:
+  """``(noise, conditional keys, discrete samples)`` for the per-sample ``keys``."""
+  noise, key_c = jax.vmap(lambda k: perturb(fam, k, logits))(keys)
+  return noise, key_c, jax.lax.stop_gradient(fam.hard(logits + noise))
+
+
+def broadcast_rows(weights: Array, logits: Array) -> Array:
+  """``(rows,)`` weights shaped to multiply ``(rows,) + logits.shape`` terms."""
+  return weights.reshape((-1,) + (1,) * logits.ndim)
 
 def _tangent_reaches_output(f, aval) -> bool:
   """Whether the output tangent of ``jax.jvp(f)`` depends on the input tangent at all.
@@ -162,7 +301,7 @@ def check_differentiable(f, logits):
   aval = jax.ShapeDtypeStruct(logits.shape, logits.dtype)
   advice = (
     "Write f with differentiable jax.numpy operations of its input, or use an estimator "
-    "that only evaluates f (reinforce_grad, arm_grad, disarm_grad)."
+    "that only evaluates f (score_function_grad, arm_grad, disarm_grad, relax_grad)."
   )
   try:
     jax.eval_shape(jax.grad(f), aval)
@@ -192,7 +331,7 @@ def _all_states(logits: Array, fam: Family) -> Array:
     if num_states > MAX_ENUMERATED_STATES:
       raise ValueError(
         f"exact enumeration of {d} Bernoulli variables needs 2**{d} states, more than "
-        f"{MAX_ENUMERATED_STATES}; logits must have at most 20 entries (use a Monte "
+        f"{MAX_ENUMERATED_STATES}; the logits must have at most 20 entries (use a Monte "
         "Carlo estimator for larger problems)."
       )
     bits = (jnp.arange(num_states)[:, None] >> jnp.arange(d)[None, :]) & 1
@@ -210,19 +349,20 @@ def _all_states(logits: Array, fam: Family) -> Array:
   return one_hot.reshape((k**m,) + logits.shape)
 
 
-def exact_expectation(f: Callable[[Array], Array], logits: Array, *, family: str = "bernoulli"):
-  r""":math:`\mathbb E_{b \sim p_\ell}[f(b)] = \sum_b p_\ell(b) f(b)` by enumerating every state.
+def exact_expectation(f: Callable[[Array], Array], dist: Any) -> Array:
+  r""":math:`\mathbb E_{b \sim p}[f(b)] = \sum_b p(b) f(b)` by enumerating every state.
 
-  Differentiable in ``logits`` (``jax.grad`` of it is the exact gradient). Feasible
-  for at most :math:`2^{20}` joint states (20 Bernoulli variables).
+  Differentiable in the parameters of ``dist`` (a Bernoulli or OneHotCategorical;
+  ``jax.grad`` of it is the exact gradient). Feasible for at most :math:`2^{20}` joint
+  states (20 Bernoulli variables).
 
   Examples:
     >>> import jax.numpy as jnp
-    >>> round(float(exact_expectation(jnp.sum, jnp.zeros(3))), 6)
+    >>> from gradest.distributions import Bernoulli
+    >>> round(float(exact_expectation(jnp.sum, Bernoulli(jnp.zeros(3)))), 6)
     1.5
   """
-  fam = get_family(family)
-  logits = check_logits(logits, fam)
+  fam, logits = discrete_family(dist, "dist")
   states = _all_states(logits, fam)
   values = jax.vmap(f)(states)
   log_p = jax.vmap(lambda b: fam.log_prob(logits, b))(states)
@@ -230,92 +370,48 @@ def exact_expectation(f: Callable[[Array], Array], logits: Array, *, family: str
 
 
 def exact_grad(
-  f: Callable[[Array], Array], logits: Array, *, family: str = "bernoulli"
-) -> GradEstimate:
-  r"""The exact gradient :math:`\nabla_\ell \sum_b p_\ell(b) f(b)` by enumeration.
-
-  The reference the Monte Carlo estimators are tested against; feasible up to
-  :math:`2^{20}` joint states.
-
-  Returns:
-    A :class:`GradEstimate` with ``per_sample=None`` and ``values`` of shape ``(1,)``
-    holding the exact expectation.
-
-  Raises:
-    ValueError: more than :math:`2^{20}` states, or categorical logits without a
-      class axis.
-
-  Examples:
-    >>> import jax, jax.numpy as jnp
-    >>> g = exact_grad(jnp.sum, jnp.zeros(2)).grad  # d/dl sigmoid(l) at 0
-    >>> [round(float(x), 6) for x in g]
-    [0.25, 0.25]
-  """
-  fam = get_family(family)
-  logits = check_logits(logits, fam)
-  check_scalar_output(f, jax.ShapeDtypeStruct(logits.shape, logits.dtype))
-  value, grad = jax.value_and_grad(lambda lg: exact_expectation(f, lg, family=family))(logits)
-  return GradEstimate(grad, None, value[None])
-
-
-# --------------------------------------------------------------------------------------
-# REINFORCE with a baseline.
-# --------------------------------------------------------------------------------------
-
-
-def reinforce_grad(
   f: Callable[[Array], Array],
-  logits: Array,
-  key: Array,
-  num_samples: int,
+  dist_fn: Callable[[Any], Any],
+  params: Any,
+  key: Array | None = None,
+  num_samples: int = 1,
   *,
-  family: str = "bernoulli",
-  baseline: None | float | Array | str = "leave_one_out",
   return_per_sample: bool = True,
   sample_sharding: Any = None,
 ) -> GradEstimate:
-  r"""REINFORCE with respect to the logits, by default with the leave-one-out baseline.
+  r"""The exact gradient :math:`\nabla_\theta \sum_b p_\theta(b) f(b)` by enumeration.
 
-  .. math::
-    \hat g = \frac1N \sum_i \Big(f(b_i) - \frac{1}{N-1}\sum_{j \ne i} f(b_j)\Big)
-      \nabla_\ell \log p_\ell(b_i),
+  The reference the Monte Carlo estimators are tested against, with their signature
+  (``key`` and ``sample_sharding`` are accepted and unused); feasible up to
+  :math:`2^{20}` joint states.
 
-  with :math:`\nabla_\ell \log p_\ell(b) = b - \sigma(\ell)` (Bernoulli) or
-  :math:`b - \mathrm{softmax}(\ell)` (categorical, ``b`` one-hot). Unbiased; ``f`` is
-  only evaluated, never differentiated.
+  Returns:
+    A :class:`GradEstimate`: ``per_sample`` repeats the exact gradient ``num_samples``
+    times (so ``variance()`` is 0 for ``num_samples >= 2``), ``values`` the exact
+    expectation as many times.
 
-  Args:
-    f: the cost of one sample (see the module docstring for what it receives).
-    logits: the logits :math:`\ell`.
-    key: a PRNG key.
-    num_samples: ``N`` (static); at least 2 with the leave-one-out baseline.
-    family: ``"bernoulli"`` or ``"categorical"``.
-    baseline: ``"leave_one_out"`` (default), ``None`` or a scalar constant.
-    return_per_sample: keep the ``(N,) + logits.shape`` per-sample estimates.
-    sample_sharding: optional sharding of the leading sample axis.
+  Raises:
+    ValueError: more than :math:`2^{20}` states.
+    TypeError: ``dist_fn(params)`` is not a Bernoulli or OneHotCategorical.
 
   Examples:
-    >>> import jax, jax.numpy as jnp
-    >>> f = lambda b: jnp.sum((b - 0.45) ** 2)
-    >>> est = reinforce_grad(f, jnp.zeros(3), jax.random.key(0), 100)
-    >>> est.grad.shape, est.per_sample.shape
-    ((3,), (100, 3))
-
-  References:
-    Williams, 1992. Kool, van Hoof & Welling, *Buy 4 REINFORCE Samples, Get a
-    Baseline for Free!*, 2019.
+    >>> import jax.numpy as jnp
+    >>> from gradest.distributions import Bernoulli
+    >>> g = exact_grad(jnp.sum, Bernoulli, jnp.zeros(2)).grad  # d/dl sigmoid(l) at 0
+    >>> [round(float(x), 6) for x in g]
+    [0.25, 0.25]
   """
-  loo = check_baseline(baseline)
-  fam, logits, n = prepare_discrete(
-    f, logits, key, num_samples, family, 2 if loo else 1, "the leave-one-out baseline"
-  )
-  keys = sample_keys(key, n, sample_sharding)
-  b = jax.vmap(lambda k: fam.hard(logits + perturb(fam, k, logits)[0]))(keys)
-  values = jax.vmap(f)(b)
-  weights = baselined(values, baseline)
-  scores = jax.vmap(fam.score, (None, 0))(logits, b)
-  per_sample = weights.reshape((-1,) + (1,) * logits.ndim) * scores
-  return _estimate(per_sample, values, return_per_sample)
+  del sample_sharding
+  n = check_num_samples(num_samples)
+  if key is not None:
+    check_key(key)
+  _, logits = discrete_family(dist_fn(params))
+  check_scalar_output(f, jax.ShapeDtypeStruct(logits.shape, logits.dtype))
+  value, grad = jax.value_and_grad(lambda p: exact_expectation(f, dist_fn(p)))(params)
+  per_sample = None
+  if return_per_sample:
+    per_sample = jax.tree.map(lambda g: jnp.broadcast_to(g, (n,) + jnp.shape(g)), grad)
+  return GradEstimate(grad, per_sample, jnp.full((n,), value))
 
 
 # --------------------------------------------------------------------------------------
@@ -323,100 +419,160 @@ def reinforce_grad(
 # --------------------------------------------------------------------------------------
 
 
-def _antithetic_pairs(f, logits, key, n, sample_sharding):
-  """``(u, b, b_tilde, f(b), f(b_tilde))`` for ``n`` antithetic pairs."""
-  keys = sample_keys(key, n, sample_sharding)
-  noise = jax.vmap(lambda k: perturb(BERNOULLI, k, logits)[0])(keys)
+def _antithetic_terms(fam, logits, f, key, n, sharding, *, integrated: bool) -> Terms:
+  keys = sample_keys(key, n // 2, sharding)
+  noise = jax.vmap(lambda k: perturb(fam, k, logits)[0])(keys)
   b = BERNOULLI.hard(logits + noise)
   b_tilde = BERNOULLI.hard(logits - noise)
-  fb, fbt = jnp.split(jax.vmap(f)(jnp.concatenate([b, b_tilde])), 2)
-  return noise, b, b_tilde, fb, fbt
+  values = jax.vmap(f)(jnp.concatenate([b, b_tilde]))
+  fb, fbt = jnp.split(jax.lax.stop_gradient(values), 2)
+  if integrated:  # DisARM
+    weight = broadcast_rows(0.5 * (fb - fbt), logits)
+    per_sample = weight * (b - b_tilde) * jax.nn.sigmoid(jnp.abs(logits))
+  else:  # ARM
+    per_sample = broadcast_rows(fb - fbt, logits) * (jax.nn.sigmoid(noise) - 0.5)
+  return Terms(per_sample, values)
 
 
-def _check_bernoulli_only(family: Any, name: str) -> None:
-  if family != "bernoulli":
-    raise ValueError(
-      f"{name} is defined for family='bernoulli' only, got family={family!r}; for "
-      "categorical variables use reinforce_grad, gumbel_rao_grad or relax_grad."
-    )
+_ARM = DiscreteSpec("arm_grad", (BERNOULLI,), pairs=True)
+_DISARM = DiscreteSpec("disarm_grad", (BERNOULLI,), pairs=True)
 
 
 def arm_grad(
   f: Callable[[Array], Array],
-  logits: Array,
+  dist_fn: Callable[[Any], Any],
+  params: Any,
   key: Array,
   num_samples: int,
   *,
-  family: str = "bernoulli",
   return_per_sample: bool = True,
   sample_sharding: Any = None,
 ) -> GradEstimate:
-  r"""The augment-REINFORCE-merge (ARM) estimator for Bernoulli logits.
+  r"""The augment-REINFORCE-merge (ARM) estimator, for Bernoulli distributions.
 
-  With :math:`u \sim \mathcal U(0,1)^D`, :math:`L = \mathrm{logit}(u)`, the antithetic
-  pair :math:`b = \mathbb 1[\ell + L > 0]`, :math:`\tilde b = \mathbb 1[\ell - L > 0]`:
+  With :math:`u \sim \mathcal U(0,1)^D`, :math:`L = \mathrm{logit}(u)` and the
+  antithetic pair :math:`b = \mathbb 1[\ell + L > 0]`, :math:`\tilde b = \mathbb 1[\ell
+  - L > 0]`, the estimate with respect to the logits :math:`\ell` is
 
   .. math::
-    \hat g = \big(f(b) - f(\tilde b)\big)\,(u - \tfrac12).
+    \hat g = \big(f(b) - f(\tilde b)\big)\,(u - \tfrac12),
 
-  Unbiased; each of the ``N`` samples is a pair (``2N`` evaluations of ``f``), and
-  ``values`` holds :math:`(f(b) + f(\tilde b))/2` per pair.
+  pulled back to ``params`` through ``dist_fn``. Unbiased.
+
+  Args:
+    f: the cost of one sample (a float 0/1 array of the logits' shape); only evaluated.
+    dist_fn: ``params -> Bernoulli`` (gradest's, distrax's or numpyro's).
+    params: any pytree of arrays.
+    key: a PRNG key.
+    num_samples: evaluations of ``f``, even: ``num_samples // 2`` antithetic pairs.
+    return_per_sample: keep the per-pair estimates.
+    sample_sharding: optional sharding of the leading (pair) axis.
+
+  Returns:
+    A :class:`GradEstimate`: ``per_sample`` has one row per pair (``num_samples // 2``,
+    the independent unit), ``values`` the ``num_samples`` costs (the pairs' first
+    members, then their second).
 
   Examples:
     >>> import jax, jax.numpy as jnp
-    >>> est = arm_grad(lambda b: jnp.sum((b - 0.45) ** 2), jnp.zeros(3), jax.random.key(0), 10)
-    >>> est.per_sample.shape
-    (10, 3)
+    >>> from gradest.distributions import Bernoulli
+    >>> f = lambda b: jnp.sum((b - 0.45) ** 2)
+    >>> est = arm_grad(f, Bernoulli, jnp.zeros(3), jax.random.key(0), 20)
+    >>> est.grad.shape, est.per_sample.shape, est.values.shape
+    ((3,), (10, 3), (20,))
 
   References:
     Yin & Zhou, *ARM: Augment-REINFORCE-Merge Gradient for Stochastic Binary
     Networks*, ICLR 2019.
   """
-  _check_bernoulli_only(family, "arm_grad")
-  _, logits, n = prepare_discrete(f, logits, key, num_samples, family)
-  noise, _, _, fb, fbt = _antithetic_pairs(f, logits, key, n, sample_sharding)
-  u = jax.nn.sigmoid(noise)
-  per_sample = (fb - fbt).reshape((-1,) + (1,) * logits.ndim) * (u - 0.5)
-  return _estimate(per_sample, 0.5 * (fb + fbt), return_per_sample)
+  return estimate_grad(
+    _ARM, _antithetic_terms, f, dist_fn, params, key, num_samples,
+    return_per_sample=return_per_sample, sample_sharding=sample_sharding, integrated=False,
+  )
+
+
+def arm_objective(
+  f: Callable[[Array], Array], dist: Any, key: Array, num_samples: int, *,
+  sample_sharding: Any = None,
+) -> Array:
+  r"""The mean cost over ``num_samples // 2`` antithetic pairs; its gradient is ARM's.
+
+  See :func:`arm_grad` (the same samples from the same key). Use it inside a loss:
+  ``jax.grad`` with respect to the parameters of ``dist`` is the ARM estimate, with
+  respect to what ``f`` closes over the mean of ``f``'s gradients.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from gradest.distributions import Bernoulli
+    >>> loss = lambda lg: arm_objective(lambda b: jnp.sum(b), Bernoulli(lg), jax.random.key(0), 8)
+    >>> jax.grad(loss)(jnp.zeros(2)).shape
+    (2,)
+  """
+  return estimate_objective(
+    _ARM._replace(name="arm_objective"), _antithetic_terms, f, dist, key, num_samples,
+    sample_sharding=sample_sharding, integrated=False,
+  )[0]
 
 
 def disarm_grad(
   f: Callable[[Array], Array],
-  logits: Array,
+  dist_fn: Callable[[Any], Any],
+  params: Any,
   key: Array,
   num_samples: int,
   *,
-  family: str = "bernoulli",
   return_per_sample: bool = True,
   sample_sharding: Any = None,
 ) -> GradEstimate:
-  r"""DisARM: ARM with the augmentation integrated out, for Bernoulli logits.
+  r"""DisARM: ARM with the augmentation integrated out, for Bernoulli distributions.
 
-  With the antithetic pair of :func:`arm_grad`,
+  With the antithetic pair of :func:`arm_grad`, the estimate with respect to logit
+  :math:`\ell_i` is
 
   .. math::
     \hat g_i = \tfrac12\big(f(b) - f(\tilde b)\big)\,(b_i - \tilde b_i)\,
-      \sigma(|\ell_i|).
+      \sigma(|\ell_i|),
 
-  Unbiased, never more variable than ARM for the same pairs, and exactly zero where
-  :math:`b = \tilde b`. ``2N`` evaluations of ``f``; ``values`` as in :func:`arm_grad`.
+  pulled back to ``params``. Unbiased, never more variable than ARM for the same pairs,
+  and exactly zero where :math:`b = \tilde b`. Arguments and outputs as in
+  :func:`arm_grad` (``num_samples`` even, one ``per_sample`` row per pair).
 
   Examples:
     >>> import jax, jax.numpy as jnp
+    >>> from gradest.distributions import Bernoulli
     >>> f = lambda b: jnp.sum((b - 0.45) ** 2)
-    >>> disarm_grad(f, jnp.zeros(3), jax.random.key(0), 10).grad.shape
+    >>> disarm_grad(f, Bernoulli, jnp.zeros(3), jax.random.key(0), 20).grad.shape
     (3,)
 
   References:
     Dong, Mnih & Tucker, *DisARM: An Antithetic Gradient Estimator for Binary Latent
     Variables*, NeurIPS 2020.
   """
-  _check_bernoulli_only(family, "disarm_grad")
-  _, logits, n = prepare_discrete(f, logits, key, num_samples, family)
-  _, b, b_tilde, fb, fbt = _antithetic_pairs(f, logits, key, n, sample_sharding)
-  weight = 0.5 * (fb - fbt).reshape((-1,) + (1,) * logits.ndim)
-  per_sample = weight * (b - b_tilde) * jax.nn.sigmoid(jnp.abs(logits))
-  return _estimate(per_sample, 0.5 * (fb + fbt), return_per_sample)
+  return estimate_grad(
+    _DISARM, _antithetic_terms, f, dist_fn, params, key, num_samples,
+    return_per_sample=return_per_sample, sample_sharding=sample_sharding, integrated=True,
+  )
+
+
+def disarm_objective(
+  f: Callable[[Array], Array], dist: Any, key: Array, num_samples: int, *,
+  sample_sharding: Any = None,
+) -> Array:
+  r"""The mean cost over ``num_samples // 2`` antithetic pairs; its gradient is DisARM's.
+
+  See :func:`disarm_grad` and :func:`arm_objective`.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from gradest.distributions import Bernoulli
+    >>> loss = lambda lg: disarm_objective(jnp.sum, Bernoulli(lg), jax.random.key(0), 8)
+    >>> jax.grad(loss)(jnp.zeros(2)).shape
+    (2,)
+  """
+  return estimate_objective(
+    _DISARM._replace(name="disarm_objective"), _antithetic_terms, f, dist, key, num_samples,
+    sample_sharding=sample_sharding, integrated=True,
+  )[0]
 
 
 # --------------------------------------------------------------------------------------
@@ -424,14 +580,39 @@ def disarm_grad(
 # --------------------------------------------------------------------------------------
 
 
+def _relaxed_terms(fam, logits, f, key, n, sharding, *, temperature, num_conditional) -> Terms:
+  """Per-sample gradients of ``f`` at the exact sample, through a relaxed sample.
+
+  ``num_conditional = 0``: straight-through (the relaxed sample of the same noise);
+  ``K >= 1``: Gumbel-Rao (the mean of ``K`` relaxed samples drawn given the sample).
+  """
+
+  def one(k):
+    if num_conditional:
+      sample = lambda lg: _gumbel_rao_sample(fam, k, lg, temperature, num_conditional)  # noqa: E731
+    else:
+      noise, _ = perturb(fam, k, logits)
+      b = jax.lax.stop_gradient(fam.hard(logits + noise))
+      sample = lambda lg: straight_through(b, fam.soft(lg + noise, temperature))  # noqa: E731
+    value, grad = jax.value_and_grad(lambda lg: f(sample(lg)))(logits)
+    return grad, value
+
+  per_sample, values = jax.vmap(one)(sample_keys(key, n, sharding))
+  return Terms(per_sample, values)
+
+
+_STRAIGHT_THROUGH = DiscreteSpec("straight_through_grad", differentiable=True)
+_GUMBEL_RAO = DiscreteSpec("gumbel_rao_grad", differentiable=True)
+
+
 def straight_through_grad(
   f: Callable[[Array], Array],
-  logits: Array,
+  dist_fn: Callable[[Any], Any],
+  params: Any,
   key: Array,
   num_samples: int,
   *,
   temperature: float | Array = 1.0,
-  family: str = "bernoulli",
   return_per_sample: bool = True,
   sample_sharding: Any = None,
 ) -> GradEstimate:
@@ -443,25 +624,29 @@ def straight_through_grad(
     \qquad b = \mathrm{hard}(\ell + G),
 
   where ``soft`` is the softmax (sigmoid for Bernoulli) and ``hard`` the one-hot argmax
-  (threshold at 0): ``f`` is evaluated at the exact discrete sample, and differentiated
-  as if the sample were the relaxed one. The bias does not vanish with more samples;
-  it shrinks as :math:`\tau \to 0`, where the variance grows. ``f`` must be
-  differentiable in its input (it is called with exact 0/1 or one-hot values).
+  (threshold at 0): ``f`` is evaluated at the exact discrete sample and differentiated
+  as if the sample were the relaxed one; the result is pulled back to ``params``. The
+  bias does not vanish with more samples; it shrinks as :math:`\tau \to 0`, where the
+  variance grows.
 
   Args:
-    f: the cost, differentiable in its (relaxed) input.
-    logits: the logits.
+    f: the cost, differentiable in its input (called with exact 0/1 or one-hot values).
+    dist_fn: ``params -> Bernoulli`` or ``OneHotCategorical``.
+    params: any pytree of arrays.
     key: a PRNG key.
-    num_samples: ``N`` (static).
+    num_samples: ``N`` evaluations of ``f`` (static).
     temperature: :math:`\tau > 0`.
-    family: ``"bernoulli"`` or ``"categorical"``.
     return_per_sample: keep the per-sample estimates.
     sample_sharding: optional sharding of the leading sample axis.
 
+  Returns:
+    A :class:`GradEstimate`.
+
   Examples:
     >>> import jax, jax.numpy as jnp
+    >>> from gradest.distributions import Bernoulli
     >>> f = lambda b: jnp.sum((b - 0.45) ** 2)
-    >>> straight_through_grad(f, jnp.zeros(3), jax.random.key(0), 10, temperature=0.5).grad.shape
+    >>> straight_through_grad(f, Bernoulli, jnp.zeros(3), jax.random.key(0), 10).grad.shape
     (3,)
 
   References:
@@ -469,29 +654,46 @@ def straight_through_grad(
     *Categorical Reparameterization with Gumbel-Softmax*, ICLR 2017.
   """
   check_temperature(temperature)
-  fam, logits, n = prepare_discrete(f, logits, key, num_samples, family)
-  check_differentiable(f, logits)
+  return estimate_grad(
+    _STRAIGHT_THROUGH, _relaxed_terms, f, dist_fn, params, key, num_samples,
+    return_per_sample=return_per_sample, sample_sharding=sample_sharding,
+    temperature=temperature, num_conditional=0,
+  )
 
-  def one(k):
-    noise, _ = perturb(fam, k, logits)
-    b = fam.hard(logits + noise)
-    y_fn = lambda lg: straight_through(b, fam.soft(lg + noise, temperature))
-    value, grad = jax.value_and_grad(lambda lg: f(y_fn(lg)))(logits)
-    return grad, value
 
-  per_sample, values = jax.vmap(one)(sample_keys(key, n, sample_sharding))
-  return _estimate(per_sample, values, return_per_sample)
+def straight_through_objective(
+  f: Callable[[Array], Array], dist: Any, key: Array, num_samples: int, *,
+  temperature: float | Array = 1.0, sample_sharding: Any = None,
+) -> Array:
+  r"""The mean cost at exact samples; its gradient is the straight-through estimator's.
+
+  See :func:`straight_through_grad`. **Biased.**
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from gradest.distributions import OneHotCategorical
+    >>> f = lambda y: jnp.sum(y * jnp.arange(3.0))
+    >>> loss = lambda lg: straight_through_objective(f, OneHotCategorical(lg), jax.random.key(0), 8)
+    >>> jax.grad(loss)(jnp.zeros(3)).shape
+    (3,)
+  """
+  check_temperature(temperature)
+  return estimate_objective(
+    _STRAIGHT_THROUGH._replace(name="straight_through_objective"), _relaxed_terms, f, dist,
+    key, num_samples, sample_sharding=sample_sharding, temperature=temperature,
+    num_conditional=0,
+  )[0]
 
 
 def gumbel_rao_grad(
   f: Callable[[Array], Array],
-  logits: Array,
+  dist_fn: Callable[[Any], Any],
+  params: Any,
   key: Array,
   num_samples: int,
   *,
   temperature: float | Array = 1.0,
   num_conditional: int = 10,
-  family: str = "bernoulli",
   return_per_sample: bool = True,
   sample_sharding: Any = None,
 ) -> GradEstimate:
@@ -504,26 +706,30 @@ def gumbel_rao_grad(
 
   the straight-through gradient averaged over ``K = num_conditional`` Gumbel (logistic
   for Bernoulli) perturbations drawn conditionally on the discrete sample ``b``
-  (:func:`~gradest.conditional_gumbel`). As :math:`K \to \infty` this is the
-  conditional expectation of :func:`straight_through_grad` given ``b``: the same mean
-  (the same bias) with lower variance, for one evaluation of ``f``'s gradient per
-  sample. **Biased**, like straight-through.
+  (:func:`~gradest.conditional_gumbel`), pulled back to ``params``. As
+  :math:`K \to \infty` this is the conditional expectation of
+  :func:`straight_through_grad` given ``b``: the same mean (the same bias) with lower
+  variance, for one gradient of ``f`` per sample. **Biased.**
 
   Args:
     f: the cost, differentiable in its (relaxed) input.
-    logits: the logits.
+    dist_fn: ``params -> Bernoulli`` or ``OneHotCategorical``.
+    params: any pytree of arrays.
     key: a PRNG key.
-    num_samples: ``N`` (static).
+    num_samples: ``N`` evaluations of ``f`` (static).
     temperature: :math:`\tau > 0`.
     num_conditional: ``K >= 1`` conditional perturbations per sample (static).
-    family: ``"bernoulli"`` or ``"categorical"``.
     return_per_sample: keep the per-sample estimates.
     sample_sharding: optional sharding of the leading sample axis.
 
+  Returns:
+    A :class:`GradEstimate`.
+
   Examples:
     >>> import jax, jax.numpy as jnp
+    >>> from gradest.distributions import Bernoulli
     >>> f = lambda b: jnp.sum((b - 0.45) ** 2)
-    >>> gumbel_rao_grad(f, jnp.zeros(3), jax.random.key(0), 10, num_conditional=4).grad.shape
+    >>> gumbel_rao_grad(f, Bernoulli, jnp.zeros(3), jax.random.key(0), 10).grad.shape
     (3,)
 
   References:
@@ -532,17 +738,36 @@ def gumbel_rao_grad(
   """
   check_temperature(temperature)
   k_cond = check_positive_int(num_conditional, "num_conditional")
-  fam, logits, n = prepare_discrete(f, logits, key, num_samples, family)
-  check_differentiable(f, logits)
+  return estimate_grad(
+    _GUMBEL_RAO, _relaxed_terms, f, dist_fn, params, key, num_samples,
+    return_per_sample=return_per_sample, sample_sharding=sample_sharding,
+    temperature=temperature, num_conditional=k_cond,
+  )
 
-  def one(k):
-    cost = lambda lg: f(_gumbel_rao_sample(fam, k, lg, temperature, k_cond))  # noqa: E731
-    value, grad = jax.value_and_grad(cost)(logits)
-    return grad, value
 
-  per_sample, values = jax.vmap(one)(sample_keys(key, n, sample_sharding))
-  return _estimate(per_sample, values, return_per_sample)
+def gumbel_rao_objective(
+  f: Callable[[Array], Array], dist: Any, key: Array, num_samples: int, *,
+  temperature: float | Array = 1.0, num_conditional: int = 10, sample_sharding: Any = None,
+) -> Array:
+  r"""The mean cost at exact samples; its gradient is the Gumbel-Rao estimator's.
 
+  See :func:`gumbel_rao_grad`. **Biased.** (:func:`gumbel_rao` is the sample-level form:
+  one exact sample whose backward pass is Gumbel-Rao's.)
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from gradest.distributions import Bernoulli
+    >>> loss = lambda lg: gumbel_rao_objective(jnp.sum, Bernoulli(lg), jax.random.key(0), 8)
+    >>> jax.grad(loss)(jnp.zeros(2)).shape
+    (2,)
+  """
+  check_temperature(temperature)
+  k_cond = check_positive_int(num_conditional, "num_conditional")
+  return estimate_objective(
+    _GUMBEL_RAO._replace(name="gumbel_rao_objective"), _relaxed_terms, f, dist, key,
+    num_samples, sample_sharding=sample_sharding, temperature=temperature,
+    num_conditional=k_cond,
+  )[0]
 
 def gumbel_rao(
   key: Array,

@@ -218,6 +218,68 @@ class Categorical(Distribution):
     return -jnp.sum(jnp.exp(logp) * logp)
 
 
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class OneHotCategorical(Distribution):
+  r"""Independent categorical variables over the last axis of ``logits``, as one-hot vectors.
+
+  .. math::
+    p_\ell(b) = \prod_j \prod_k \mathrm{softmax}(\ell_j)_k^{\,b_{jk}}, \qquad
+    b_j \in \{e_1, \dots, e_K\}.
+
+  Samples are floating-point one-hot arrays of the shape and dtype of ``logits``
+  (``batch + (num_classes,)``), so a cost written for them also accepts points of the
+  simplex: the form the discrete estimators need (straight-through, Gumbel-Rao, REBAR,
+  RELAX feed ``f`` relaxed samples). ``log_prob`` sums over the whole array.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> d = OneHotCategorical(jnp.zeros((2, 3)))
+    >>> b = d.sample(jax.random.key(0))
+    >>> b.shape, b.sum(axis=-1).tolist()
+    ((2, 3), [1.0, 1.0])
+  """
+
+  logits: Array
+
+  def __post_init__(self):
+    logits = as_float_array(self.logits)
+    if logits.ndim < 1 or logits.shape[-1] < 2:
+      raise ValueError(
+        "OneHotCategorical logits must have shape batch + (num_classes,) with "
+        f"num_classes >= 2, got shape {logits.shape}; for binary variables use Bernoulli."
+      )
+    object.__setattr__(self, "logits", logits)
+
+  @property
+  def event_shape(self) -> tuple[int, ...]:
+    return self.logits.shape
+
+  @property
+  def num_classes(self) -> int:
+    return self.logits.shape[-1]
+
+  @property
+  def probs(self) -> Array:
+    return jax.nn.softmax(self.logits, axis=-1)
+
+  def sample(self, key: Array, sample_shape: int | Sequence[int] = ()) -> Array:
+    shape = _shape(sample_shape) + self.logits.shape[:-1]
+    index = jax.random.categorical(key, self.logits, axis=-1, shape=shape)
+    return jax.nn.one_hot(index, self.num_classes, dtype=self.logits.dtype)
+
+  def log_prob(self, x: Array) -> Array:
+    x = jnp.asarray(x, self.logits.dtype)
+    return _sum_event(x * jax.nn.log_softmax(self.logits, axis=-1), self.logits.ndim)
+
+  def entropy(self) -> Array:
+    logp = jax.nn.log_softmax(self.logits, axis=-1)
+    return -jnp.sum(jnp.exp(logp) * logp)
+
+  def mean(self) -> Array:
+    return self.probs
+
+
 def _log_clamped(x: Array) -> Array:
   """``log x`` with ``x`` clamped to the smallest normal number: finite at 0."""
   return jnp.log(jnp.maximum(x, jnp.finfo(x.dtype).tiny))
@@ -510,6 +572,19 @@ def _module_root(obj: Any) -> str:
 _FOREIGN_NORMALS = {"distrax": ("Normal", "MultivariateNormalDiag"), "numpyro": ("Normal",)}
 
 
+# Foreign discrete families that as_distribution turns into gradest's (from their logits),
+# so that the discrete estimators can read the family: by module root and class name.
+_FOREIGN_DISCRETE = {
+  "distrax": {
+    "Bernoulli": Bernoulli, "Categorical": Categorical, "OneHotCategorical": OneHotCategorical,
+  },
+  "numpyro": {
+    "BernoulliLogits": Bernoulli, "BernoulliProbs": Bernoulli,
+    "CategoricalLogits": Categorical, "CategoricalProbs": Categorical,
+  },
+}
+
+
 def converts_to_normal(cls: type) -> bool:
   """Whether :func:`as_distribution` can return a :class:`Normal` for an instance of ``cls``.
 
@@ -557,6 +632,9 @@ def as_distribution(dist: Any, name: str = "dist_fn(params)") -> Distribution:
   if cls == "MultiNormalDiagFromLogScale":  # optax <= 0.2.6 utils.multi_normal
     loc, log_scale = dist.params
     return Normal(loc, jnp.exp(log_scale))
+  discrete = _FOREIGN_DISCRETE.get(root, {}).get(cls)
+  if discrete is not None:
+    return discrete(dist.logits)
   if root == "distrax":
     if cls == "Normal":
       return Normal(dist.loc, dist.scale)

@@ -142,3 +142,33 @@ def pathwise_grad(
   _, gh = per_sample_grads(cv_value, keys)
   per_sample = cvs.combine(gf, gh, grad_m, coefficient)
   return GradEstimate(tree_mean(per_sample), per_sample if return_per_sample else None, values)
+
+
+def pathwise_objective(
+  f: Callable[[Array], Array],
+  dist: Any,
+  key: Array,
+  num_samples: int,
+  *,
+  sample_sharding: Any = None,
+) -> Array:
+  r"""The mean cost :math:`\frac1N\sum_i f(x(\varepsilon_i; \theta))` at reparameterized samples.
+
+  The samples of :func:`pathwise_grad` from the same key; ``jax.grad`` with respect to
+  the parameters of ``dist`` is the pathwise estimate, and with respect to what ``f``
+  closes over the mean of ``f``'s gradients.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, gradest
+    >>> loss = lambda mu: gradest.pathwise_objective(
+    ...   jnp.square, gradest.distributions.Normal(mu, 1.0), jax.random.key(0), 1000)
+    >>> bool(abs(jax.grad(loss)(1.0) - 2.0) < 0.2)  # d/dmu E[x^2] = 2 mu
+    True
+  """
+  n = check_num_samples(num_samples)
+  check_key(key)
+  dist = as_distribution(dist, "dist")
+  check_reparameterized(dist, key, "pathwise_objective")
+  check_scalar_output(f, jax.eval_shape(dist.sample, key))
+  keys = sample_keys(key, n, sample_sharding)
+  return jnp.mean(jax.vmap(lambda k: f(dist.sample(k)))(keys))

@@ -277,3 +277,60 @@ def score_function_surrogate(
     b = jax.lax.stop_gradient(jnp.asarray(baseline, cost.dtype))
   box = magic_box(log_prob)
   return box * cost + (1.0 - box) * b
+
+
+def score_function_objective(
+  f: Callable[[Array], Array],
+  dist: Any,
+  key: Array,
+  num_samples: int,
+  *,
+  baseline: None | float | Array | str = None,
+  sample_sharding: Any = None,
+) -> Array:
+  r"""The mean cost over ``num_samples`` samples; its derivatives are the score function's.
+
+  .. math::
+    \frac1N \sum_{i=1}^N \Big[\square(\log p_\theta(x_i))\, f(x_i)
+      + \big(1 - \square(\log p_\theta(x_i))\big)\, b_i\Big],
+
+  the samples of :func:`score_function_grad` from the same key (never differentiated),
+  through :func:`score_function_surrogate`. Its value is the mean cost; ``jax.grad`` with
+  respect to the parameters of ``dist`` is the score-function estimate (with the
+  baseline), with respect to what ``f`` closes over the mean of ``f``'s gradients, and
+  repeated derivatives (``jax.hessian``) are the DiCE estimates.
+
+  Args:
+    f: the cost of one sample, scalar; may close over parameters (differentiated).
+    dist: a distribution (gradest, distrax or numpyro) built from the parameters.
+    key: a PRNG key.
+    num_samples: ``N`` (static; ``>= 2`` for ``'leave_one_out'``).
+    baseline: as in :func:`score_function_grad`.
+    sample_sharding: optional sharding of the leading sample axis.
+
+  Returns:
+    A scalar.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, gradest
+    >>> loss = lambda mu: gradest.score_function_objective(
+    ...   jnp.square, gradest.distributions.Normal(mu, 1.0), jax.random.key(0), 1000,
+    ...   baseline="leave_one_out")
+    >>> bool(abs(jax.grad(loss)(1.0) - 2.0) < 0.3)  # d/dmu E[x^2] = 2 mu
+    True
+
+  References:
+    Foerster et al., *DiCE: The Infinitely Differentiable Monte Carlo Estimator*, ICML
+    2018.
+  """
+  loo = check_baseline(baseline)
+  n = check_num_samples(
+    num_samples, 2 if loo else 1, "the leave-one-out baseline needs at least two samples"
+  )
+  check_key(key)
+  dist = as_distribution(dist, "dist")
+  check_scalar_output(f, jax.eval_shape(dist.sample, key))
+  _, xs = draw_samples(dist, key, n, sample_sharding)
+  xs = jax.lax.stop_gradient(xs)
+  values = jax.vmap(f)(xs)
+  return jnp.mean(score_function_surrogate(values, jax.vmap(dist.log_prob)(xs), baseline))
