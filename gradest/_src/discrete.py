@@ -239,10 +239,12 @@ def estimate_grad(
   fam, logits, n = check_discrete(spec, f, dist_fn(params), key, num_samples, "dist_fn(params)")
   terms = terms_fn(fam, logits, f, key, n, sample_sharding, **options)
   _, pullback = jax.vjp(lambda p: discrete_family(dist_fn(p))[1], params)
+  # Terms computed in float32 for half-precision logits go back in the logits' dtype.
+  terms_per_sample = terms.per_sample.astype(logits.dtype)
   if return_per_sample:
-    per_sample = jax.vmap(lambda g: pullback(g)[0])(terms.per_sample)
+    per_sample = jax.vmap(lambda g: pullback(g)[0])(terms_per_sample)
     return GradEstimate(tree_mean(per_sample), per_sample, terms.values, terms.aux)
-  (grad,) = pullback(tree_mean(terms.per_sample))
+  (grad,) = pullback(tree_mean(terms_per_sample))
   return GradEstimate(grad, None, terms.values, terms.aux)
 
 
@@ -266,7 +268,7 @@ def estimate_objective(
   fam, logits, n = check_discrete(spec, f, dist, key, num_samples, "dist")
   fixed = jax.lax.stop_gradient(logits)
   terms = terms_fn(fam, fixed, f, key, n, sample_sharding, **options)
-  g = jax.lax.stop_gradient(jnp.mean(terms.per_sample, axis=0))
+  g = jax.lax.stop_gradient(jnp.mean(terms.per_sample, axis=0)).astype(logits.dtype)
   return jnp.mean(terms.values) + jnp.sum(g * (logits - fixed)), terms
 
 
@@ -387,8 +389,8 @@ def exact_grad(
 
   Returns:
     A :class:`GradEstimate`: ``per_sample`` repeats the exact gradient ``num_samples``
-    times (so ``variance()`` is 0 for ``num_samples >= 2``), ``values`` the exact
-    expectation as many times.
+    times (so ``variance()`` is 0, to float rounding, for ``num_samples >= 2``),
+    ``values`` the exact expectation as many times.
 
   Raises:
     ValueError: more than :math:`2^{20}` states.

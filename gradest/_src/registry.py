@@ -161,8 +161,9 @@ ESTIMATORS: Mapping[str, Estimator] = types.MappingProxyType({
       cost="one evaluation of f and two gradients of f at relaxed points",
     ),
     Estimator(
-      "relax", relax_grad, relax_objective, _DISCRETE, True, setup=_relax_setup,
-      cost="one evaluation of f, two gradients of the control variate",
+      "relax", relax_grad, relax_objective, _DISCRETE, True, differentiates_f=True,
+      setup=_relax_setup,
+      cost="one evaluation of f, two gradients of the control variate (which uses f's)",
     ),
     Estimator(
       "vimco", vimco_grad, vimco_objective, _DISCRETE, True, min_samples=2,
