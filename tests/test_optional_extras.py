@@ -65,7 +65,7 @@ def test_import_gradest_imports_no_model_benchmark_or_extra():
     ("sklearn", "import benchmarks.natural_gradient", "bench"),
     (
       "sklearn",
-      "from gradest.models.sbn import load_binarized_digits\nload_binarized_digits()",
+      "from benchmarks.datasets import load_binarized_digits\nload_binarized_digits()",
       "bench",
     ),
   ],
