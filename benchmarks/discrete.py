@@ -66,6 +66,7 @@ from tqdm import tqdm
 
 import gradest
 from benchmarks._common import pyplot, write_csv
+from benchmarks.datasets import load_binarized_digits
 from gradest.distributions import Bernoulli
 from gradest.models import apply_mlp, init_mlp, sbn
 
@@ -588,7 +589,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   toys = make_toys()
   toy_names = [e for e in args.estimators if e in ESTIMATORS]
   sbn_names = list(args.estimators)
-  data = None if args.skip_sbn else sbn.load_binarized_digits()
+  data = None if args.skip_sbn else load_binarized_digits()
   chunks = max(1, args.sbn_steps // args.eval_every)
   total = (0 if args.skip_toy else 2 * len(toys) * len(toy_names)) + (
     0 if args.skip_sbn else chunks * len(sbn_names)

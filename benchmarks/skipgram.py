@@ -2,7 +2,7 @@ r"""Skip-gram word embeddings with negative sampling on a planted corpus.
 
 Run with ``python -m benchmarks.skipgram`` (``--help`` lists the flags).
 
-**Corpus.** :func:`gradest.models.skipgram.planted_corpus`: ``--sentences`` sentences of
+**Corpus.** :func:`benchmarks.skipgram_data.planted_corpus`: ``--sentences`` sentences of
 20 words (150,000 sentences, 3 million tokens by default) over a vocabulary of
 ``--function-words`` function words (100) and ``--topics`` x ``--roles`` x
 ``--words-per-cell`` content words (50 x 4 x 50), 10,100 words in all, with Zipfian
@@ -12,13 +12,15 @@ role or anywhere with probabilities 0.5, 0.25, 0.15, 0.1. So the ground truth is
 known: synonyms (one cell), topics, and the analogies
 :math:`(t_1, r_1) - (t_1, r_2) + (t_2, r_2) = (t_2, r_1)`.
 
-**Training.** word2vec's skip-gram with negative sampling
-(:mod:`gradest.models.skipgram`): frequent-word subsampling (``--threshold`` 1e-3, the
-paper's rule), dynamic windows of up to ``--window`` (5) words, ``--negatives`` (5)
-negatives per pair, ``--dim`` (32) dimensions, SGD on shuffled batches of
-``--batch-size`` (1024) pairs with word2vec's per-pair learning rate 0.025 decaying
-linearly to zero over ``--epochs`` (1) epochs, by sparse row updates in a jitted
-``lax.scan``. Each configuration of ``--configs`` changes one thing:
+**Training.** word2vec's skip-gram with negative sampling (the model and its sparse
+SGD step: :mod:`gradest.models.skipgram`; the pairs: :mod:`benchmarks.skipgram_data`):
+frequent-word subsampling (``--threshold`` 1e-3, the paper's rule), dynamic windows of
+up to ``--window`` (5) words, ``--negatives`` (5) negatives per pair, ``--dim`` (32)
+dimensions, SGD on shuffled batches of ``--batch-size`` (1024) pairs with word2vec's
+per-pair learning rate 0.025 decaying linearly (``optax.linear_schedule``) to 1e-4 of
+it over ``--epochs`` (1) epochs, by sparse row updates
+(:func:`gradest.models.skipgram.train_step`) in a jitted ``lax.scan`` (:func:`train`).
+Each configuration of ``--configs`` changes one thing:
 
 * ``default``: unigram^0.75 negatives (:func:`gradest.samplers.unigram_sampler`, the
   alias method), one set per pair (:func:`gradest.samplers.sample_candidates` with
@@ -31,6 +33,15 @@ linearly to zero over ``--epochs`` (1) epochs, by sparse row updates in a jitted
 
 All configurations start from the same initial tables and see the same pairs (the two
 subsampling settings each draw theirs once).
+
+**Batch size and learning rate.** A sparse step moves a row by the sum of its
+per-pair gradients in the batch, so a word drawn as a negative about :math:`B k q(w)`
+times per batch takes a step that many times larger. Measured on this corpus: with
+unigram^0.75 negatives, ``B = 1024`` and a rate of 0.025 are stable at
+:math:`V = 10^4`, while a vocabulary of a few dozen words (``--quick``) needs ``B``
+around 32; with ``shared_negatives`` every negative row takes the gradients of all
+``B`` pairs at once, and at :math:`V = 10^4` ``B = 1024`` trains while ``B = 4096``
+diverges.
 
 **Measures.** Training throughput in *words per second*, as word2vec counts them
 (corpus tokens before subsampling, over training time), and pairs per second; the
@@ -57,20 +68,25 @@ References:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 from tqdm import tqdm
 
+from benchmarks import skipgram_data as data
 from benchmarks._common import pyplot, write_csv
+from gradest._src.base import check_key, check_positive_int
 from gradest.models import skipgram
-from gradest.samplers import LogUniformSampler, UniformSampler, unigram_sampler
+from gradest.samplers import LogUniformSampler, Sampler, UniformSampler, unigram_sampler
 
 CONFIGS = {
   "default": dict(sampler="unigram^0.75", subsample=True, shared=False),
@@ -103,6 +119,124 @@ COLUMNS = (
 )
 
 
+# --------------------------------------------------------------------------------------
+# Training: skipgram.train_step in a jitted lax.scan, the rate from an optax schedule.
+# --------------------------------------------------------------------------------------
+
+
+def word2vec_schedule(learning_rate: float, total_steps: int) -> optax.Schedule:
+  """word2vec's learning rate: linear decay from ``learning_rate`` to 1e-4 of it."""
+  return optax.linear_schedule(learning_rate, 1e-4 * learning_rate, total_steps)
+
+
+@functools.partial(jax.jit, static_argnames=("num_negatives", "shared", "hits"), donate_argnums=0)
+def train_steps(
+  params, centers, contexts, weights, learning_rates, key, sampler, num_negatives, shared, hits
+):
+  """:func:`gradest.models.skipgram.train_step` over ``num_steps`` batches, one ``lax.scan``.
+
+  Step ``i`` uses batch ``i`` of ``centers``, ``contexts`` and ``weights`` (each
+  ``(num_steps, B)``), the rate ``learning_rates[i]`` and the key
+  ``jax.random.split(key, num_steps)[i]``. Returns ``(params, mean_losses)``.
+  """
+
+  def body(p, inputs):
+    c, o, w, lr, k = inputs
+    return skipgram.train_step(
+      p,
+      c,
+      o,
+      k,
+      lr,
+      sampler=sampler,
+      num_negatives=num_negatives,
+      weights=w,
+      shared_negatives=shared,
+      remove_accidental_hits=hits,
+    )
+
+  keys = jax.random.split(key, centers.shape[0])
+  return jax.lax.scan(body, params, (centers, contexts, weights, learning_rates, keys))
+
+
+def train(
+  params: skipgram.SkipGramParams,
+  batches: data.Batches | Sequence[data.Batches],
+  key,
+  *,
+  sampler: Sampler,
+  num_negatives: int,
+  learning_rate: float = 0.025,
+  shared_negatives: bool = False,
+  remove_accidental_hits: bool = True,
+  steps_per_call: int = 256,
+  callback: Callable[[int, int, Any], Any] | None = None,
+) -> tuple[skipgram.SkipGramParams, np.ndarray]:
+  """Trains on one or more epochs of batches, the rate decaying over all of them.
+
+  Runs :func:`train_steps` on ``steps_per_call`` batches at a time (the step count is
+  padded with zero-weight batches to a multiple of it, so everything compiles once),
+  the learning rate from :func:`word2vec_schedule` over all epochs' steps.
+
+  Args:
+    params: :class:`gradest.models.skipgram.SkipGramParams` (donated).
+    batches: :class:`benchmarks.skipgram_data.Batches` of one epoch, or a sequence of
+      them (one per epoch, each from ``make_batches`` with its own key).
+    key: a PRNG key for the negatives.
+    sampler: the noise distribution over the ``V`` words.
+    num_negatives: ``k >= 1``.
+    learning_rate: the initial per-pair rate.
+    shared_negatives: one set of negatives per batch.
+    remove_accidental_hits: leave out negatives equal to the pair's context.
+    steps_per_call: batches per jitted call.
+    callback: called after each call as ``callback(steps_done, total_steps,
+      mean_losses)``; ``mean_losses`` holds the call's ``steps_per_call`` losses, 0 for
+      padding steps.
+
+  Returns:
+    ``(params, mean_losses)`` with one mean loss per (non-padding) step, NumPy.
+  """
+  check_key(key)
+  epochs = [batches] if isinstance(batches, data.Batches) else list(batches)
+  if not epochs or not all(isinstance(b, data.Batches) for b in epochs):
+    raise TypeError("batches must be a Batches (from make_batches) or a sequence of them.")
+  per_call = check_positive_int(steps_per_call, "steps_per_call")
+  num_negatives = check_positive_int(num_negatives, "num_negatives")
+  if not (isinstance(learning_rate, (int, float)) and learning_rate > 0):
+    raise ValueError(f"learning_rate must be a positive number, got {learning_rate}.")
+  total = sum(b.num_steps for b in epochs)
+  rates = np.asarray(word2vec_schedule(learning_rate, total)(jnp.arange(total)), np.float32)
+  done, call, losses = 0, 0, []
+  for batch in epochs:
+    n = batch.num_steps
+    pad = -n % per_call
+    arrays = [batch.centers, batch.contexts, batch.weights]
+    if pad:
+      arrays = [np.concatenate([a, np.zeros((pad,) + a.shape[1:], a.dtype)]) for a in arrays]
+    lr = np.concatenate([rates[done : done + n], np.zeros(pad, np.float32)])
+    for start in range(0, n + pad, per_call):
+      part = slice(start, start + per_call)
+      params, step_losses = train_steps(
+        params,
+        arrays[0][part],
+        arrays[1][part],
+        arrays[2][part],
+        lr[part],
+        jax.random.fold_in(key, call),
+        sampler,
+        num_negatives,
+        bool(shared_negatives),
+        bool(remove_accidental_hits),
+      )
+      real = max(0, min(per_call, n - start))
+      losses.append(np.asarray(step_losses)[:real])
+      call += 1
+      if callback is not None:
+        callback(done + start + real, total, step_losses)
+    done += n
+  return params, np.concatenate(losses)
+
+
 def make_sampler(name: str, counts, vocab_size: int):
   if name == "unigram^0.75":
     return unigram_sampler(counts, 0.75)
@@ -114,7 +248,7 @@ def make_sampler(name: str, counts, vocab_size: int):
 
 
 def measures(embeddings, corpus, args, key) -> dict[str, float]:
-  m = skipgram.evaluate(embeddings, corpus, key, k=args.k, num_analogies=args.analogies)
+  m = data.evaluate(embeddings, corpus, key, k=args.k, num_analogies=args.analogies)
   return {name: float(value) for name, value in m.items()}
 
 
@@ -131,7 +265,7 @@ def run_config(name, corpus, epochs, init, args, keys, progress) -> tuple[dict, 
     stamps.append((time.perf_counter(), done))
 
   start = time.perf_counter()
-  params, losses = skipgram.train(
+  params, losses = train(
     params,
     epochs,
     keys["train"],
@@ -283,7 +417,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   parser.add_argument("--negatives", type=int, default=5, help="negatives per pair")
   parser.add_argument("--batch-size", type=int, default=None, help="pairs per step (1024)")
   parser.add_argument("--threshold", type=float, default=None, help="subsampling t (1e-3)")
-  parser.add_argument("--rule", default="paper", choices=skipgram.SUBSAMPLING_RULES)
+  parser.add_argument("--rule", default="paper", choices=data.SUBSAMPLING_RULES)
   parser.add_argument("--lr", type=float, default=None, help="initial per-pair rate (0.025)")
   parser.add_argument("--epochs", type=int, default=1, help="passes over the corpus")
   parser.add_argument("--steps-per-call", type=int, default=None, help="steps per jit call")
@@ -341,7 +475,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for i, name in enumerate(("corpus", "batches", "init", "train", "eval"))
   }
   start = time.perf_counter()
-  corpus = skipgram.planted_corpus(
+  corpus = data.planted_corpus(
     keys["corpus"],
     args.sentences,
     sentence_length=args.sentence_length,
@@ -358,7 +492,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   for t in thresholds:
     t0 = time.perf_counter()
     epochs_by_threshold[t] = [
-      skipgram.make_batches(
+      data.make_batches(
         jax.random.fold_in(keys["batches"], e),
         corpus.tokens,
         corpus.counts,

@@ -1,6 +1,6 @@
 """gradest: Monte Carlo gradient estimators for JAX."""
 
-from gradest import distributions, fisher, models, monte_carlo, samplers
+from gradest import distributions, fisher, monte_carlo, samplers
 from gradest._src.base import GradEstimate
 from gradest._src.control_variates import (
   ControlVariate,
@@ -133,7 +133,6 @@ __all__ = [
   "logistic_noise",
   "magic_box",
   "measure_valued_grad",
-  "models",
   "monte_carlo",
   "moving_average_baseline",
   "natural_gradient",

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from benchmarks import discrete
+from benchmarks.datasets import load_binarized_digits
 from gradest.models import sbn
 
 from .helpers import z_value
@@ -87,7 +88,7 @@ def check_toy_curves_decrease(quick_run):
 
 def check_sbn_training_improves_the_elbo(quick_run):
   _, result = quick_run
-  train, _ = sbn.load_binarized_digits()
+  train, _ = load_binarized_digits()
   params = sbn.init_variational_sbn(jax.random.key(0), train.shape[1], 8)
   start = float(np.mean(sbn.elbo(params, train[:500], jax.random.key(1), num_samples=10)))
   for r in result["sbn"]:

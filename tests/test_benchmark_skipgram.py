@@ -1,4 +1,4 @@
-"""The skip-gram benchmark: it runs, writes its files, and its numbers are sane.
+"""The skip-gram benchmark: its trainer, and a quick run that writes its files with sane numbers.
 
 One quick run, checked by helpers called from a single test (pytest-xdist would run a
 module fixture once per worker).
@@ -10,10 +10,15 @@ import csv
 import json
 import math
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from benchmarks import skipgram as bench
+from benchmarks import skipgram_data as data
+from gradest.models import skipgram
+from gradest.samplers import LogUniformSampler, UniformSampler, unigram_sampler
 
 FILES = ("skipgram.csv", "skipgram.json", "skipgram.png")
 # The --quick corpus: 4 topics x 2 roles x 6 synonyms + 8 function words.
@@ -108,3 +113,87 @@ def check_format_table(quick_run):
 def test_bad_flags(argv):
   with pytest.raises(SystemExit):
     bench.parse_args(argv)
+
+
+# --------------------------------------------------------------------------------------
+# The trainer.
+# --------------------------------------------------------------------------------------
+
+
+def test_train_steps_is_a_scan_of_train_step(key):
+  v, batch, k, steps = 7, 16, 4, 2
+  k1, k2, k3, k4, k5 = jax.random.split(key, 5)
+  params = skipgram.SkipGramParams(
+    jax.random.normal(k1, (v, 3)), 0.5 * jax.random.normal(k2, (v, 3))
+  )
+  centers = jax.random.randint(k3, (batch,), 0, v)
+  contexts = jax.random.randint(k4, (batch,), 0, v)
+  weights = (jax.random.uniform(k5, (batch,)) < 0.8).astype(jnp.float32)
+  c = jnp.stack([jnp.roll(centers, i) for i in range(steps)])
+  o = jnp.stack([jnp.roll(contexts, 2 * i) for i in range(steps)])
+  w = jnp.stack([weights] * steps)
+  rates = bench.word2vec_schedule(0.2, steps)(jnp.arange(steps))
+  sampler = LogUniformSampler(v)
+  # The donating train_steps, against train_step in a Python loop.
+  scanned, losses = bench.train_steps(
+    jax.tree.map(jnp.copy, params), c, o, w, rates, key, sampler, k, False, True
+  )
+  looped, looped_losses = params, []
+  for i, step_key in enumerate(jax.random.split(key, steps)):
+    looped, loss = skipgram.train_step(
+      looped, c[i], o[i], step_key, rates[i], weights=w[i], sampler=sampler, num_negatives=k
+    )
+    looped_losses.append(loss)
+  np.testing.assert_allclose(losses, np.stack(looped_losses), rtol=1e-5)
+  np.testing.assert_allclose(scanned.input, looped.input, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(scanned.output, looped.output, rtol=1e-5, atol=1e-6)
+
+
+def test_word2vec_schedule_decays_linearly_to_a_floor():
+  rates = bench.word2vec_schedule(0.025, 5)(jnp.arange(7))
+  want = 0.025 * np.array([1, 0.8, 0.6, 0.4, 0.2, 1e-4, 1e-4])
+  np.testing.assert_allclose(rates, want, rtol=1e-3)
+
+
+def test_training_raises_quality_well_above_chance(key):
+  corpus = data.planted_corpus(
+    key, 600, num_topics=3, num_roles=2, words_per_cell=4, num_function_words=4
+  )
+  batches = data.make_batches(
+    jax.random.key(1), corpus.tokens, corpus.counts, window=3, batch_size=32, threshold=0.0
+  )
+  init = skipgram.init_params(jax.random.key(2), corpus.vocab_size, 8)
+  before = data.evaluate(init.input, corpus, jax.random.key(4), k=5)
+  calls = []
+  params, losses = bench.train(
+    init,
+    batches,
+    jax.random.key(3),
+    sampler=unigram_sampler(corpus.counts, 0.75),
+    num_negatives=5,
+    learning_rate=0.05,
+    callback=lambda done, total, _: calls.append(done),
+  )
+  after = data.evaluate(params.input, corpus, jax.random.key(4), k=5)
+  assert losses.shape == (batches.num_steps,) and np.all(np.isfinite(losses))
+  assert calls[-1] == batches.num_steps and len(calls) == -(-batches.num_steps // 256)
+  assert losses[-50:].mean() < losses[:50].mean() - 0.5
+  chance = float(before["topic_precision_chance"])
+  assert float(before["topic_precision"]) < chance + 0.25
+  assert float(after["topic_precision"]) > 0.8 > 3 * chance
+  assert float(after["cell_precision"]) > 3 * float(after["cell_precision_chance"])
+
+
+def test_train_bad_input_names_the_argument(key):
+  params = skipgram.init_params(key, 5, 3)
+  b = data.make_batches(key, jnp.array([[1, 2, 3, 4]]), jnp.ones(5), window=2, batch_size=4)
+  options = dict(sampler=UniformSampler(5), num_negatives=2)
+  cases = [
+    ("batches", lambda: bench.train(params, [], key, **options)),
+    ("steps_per_call", lambda: bench.train(params, b, key, steps_per_call=0, **options)),
+    ("learning_rate", lambda: bench.train(params, b, key, learning_rate=-0.1, **options)),
+    ("key", lambda: bench.train(params, b, 0, **options)),
+  ]
+  for name, call in cases:
+    with pytest.raises((ValueError, TypeError), match=name):
+      call()

@@ -32,6 +32,29 @@ def test_gradest_imports_without_any_extra():
   assert result.stdout.strip() == "ok"
 
 
+def test_import_gradest_imports_no_model_benchmark_or_extra():
+  # gradest.models and benchmarks are imported explicitly, never by ``import gradest``.
+  heavy = ("gradest.models", "gradest.flax", "gradest.numpyro", "benchmarks")
+  heavy += ("flax", "numpyro", "distrax", "matplotlib", "scipy", "sklearn", "tqdm", "torch")
+  code = (
+    "import sys\nimport gradest\n"
+    f"loaded = sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r} "
+    f"or m.startswith({heavy[:3]!r}))\n"
+    "assert 'gradest.models' not in sys.modules, loaded\n"
+    "assert not loaded, loaded\n"
+    "assert not hasattr(gradest, 'models')\n"
+    "from gradest.models import sbn, skipgram, vae\n"
+    "import gradest.models\n"
+    "assert gradest.models.sbn is sbn and gradest.models.skipgram is skipgram\n"
+    "print('ok')"
+  )
+  result = subprocess.run(
+    [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+  )
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.strip() == "ok"
+
+
 @pytest.mark.parametrize(
   "blocked, code, extra",
   [
@@ -42,7 +65,7 @@ def test_gradest_imports_without_any_extra():
     ("sklearn", "import benchmarks.natural_gradient", "bench"),
     (
       "sklearn",
-      "from gradest.models.sbn import load_binarized_digits\nload_binarized_digits()",
+      "from benchmarks.datasets import load_binarized_digits\nload_binarized_digits()",
       "bench",
     ),
   ],

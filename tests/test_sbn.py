@@ -402,7 +402,9 @@ def test_wake_sleep_grads_match_autodiff(vsbn):
 
 def test_wake_sleep_training_increases_the_elbo_on_digits():
   pytest.importorskip("sklearn")
-  train, _ = sbn.load_binarized_digits()
+  from benchmarks.datasets import load_binarized_digits
+
+  train, _ = load_binarized_digits()
   num_steps, batch_size = 200, 100
   rng = np.random.RandomState(0)
   batches = np.stack(
@@ -428,29 +430,6 @@ def test_wake_sleep_training_increases_the_elbo_on_digits():
   # Fair coins give 64 log(1/2) = -44.4 nats; training must clearly beat that.
   assert before < -40.0, before
   assert after > before + 10.0, (before, after)
-
-
-# --------------------------------------------------------------------------------------
-# Data.
-# --------------------------------------------------------------------------------------
-
-
-def test_load_binarized_digits():
-  datasets = pytest.importorskip("sklearn.datasets")
-  train, test = sbn.load_binarized_digits()
-  assert train.shape == (1438, 64) and test.shape == (359, 64)
-  assert train.dtype == np.float32 and test.dtype == np.float32
-  assert set(np.unique(train)) == {0.0, 1.0} and set(np.unique(test)) == {0.0, 1.0}
-  again_train, again_test = sbn.load_binarized_digits()
-  np.testing.assert_array_equal(train, again_train)
-  np.testing.assert_array_equal(test, again_test)
-  half_train, half_test = sbn.load_binarized_digits(test_fraction=0.5)
-  assert half_train.shape[0] + half_test.shape[0] == 1797
-  assert abs(half_test.shape[0] - 898.5) <= 1
-  # The split is a partition of the data set: every image lands in exactly one part.
-  data = (datasets.load_digits().data / 16.0 > 0.5).astype(np.float32)
-  as_rows = lambda a: sorted(map(bytes, a.astype(np.uint8)))
-  assert as_rows(np.concatenate([train, test])) == as_rows(data)
 
 
 # --------------------------------------------------------------------------------------
@@ -535,5 +514,3 @@ def test_rejects_bad_variational_input(key, vsbn):
     sbn.wake_sleep_grads(params, np.ones((0, NUM_VISIBLE)), key)
   with pytest.raises(ValueError, match="key"):
     sbn.wake_sleep_grads(params, x, jax.random.split(key, 2))
-  with pytest.raises(ValueError, match="test_fraction"):
-    sbn.load_binarized_digits(test_fraction=1.0)

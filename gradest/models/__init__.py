@@ -1,6 +1,13 @@
-"""Model building blocks used by the benchmarks and notebooks.
+"""The seeds' models: VAE objectives, sigmoid belief nets and the skip-gram model.
 
-VAE pieces, sigmoid belief nets (``sbn``) and skip-gram embeddings (``skipgram``).
+VAE pieces (:mod:`gradest.models.vae`), sigmoid belief nets (``sbn``) and the skip-gram
+model with negative sampling (``skipgram``): models and losses only; data sets, trainers
+and evaluation loops live in the repository's ``benchmarks/``. ``import gradest`` does not
+import this package: import it explicitly.
+
+Examples:
+  >>> from gradest.models import sbn, skipgram
+  >>> from gradest.models import elbo, init_mlp
 """
 
 from gradest.models import sbn, skipgram
