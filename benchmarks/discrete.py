@@ -9,7 +9,7 @@ version :math:`\sum_i (b_i - t_i)^2` with ``t = linspace(0, 1, 100)`` (``toy_100
 every logit equal to :math:`\theta`). The exact gradient is
 :math:`\sigma'(\theta_i)(1 - 2t_i)` per coordinate. For each ``theta`` in the grid and
 each estimator, ``R`` independent estimates of ``N`` function evaluations each (``N``
-samples; ``N/2`` antithetic pairs for ARM and DisARM) give
+samples; ``N / evaluations_per_row`` antithetic pairs for ARM and DisARM) give
 
 * ``bias/se``: the error of the mean of the ``R`` estimates in standard errors (for
   ``toy_100`` the largest over the 100 coordinates),
@@ -50,6 +50,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import inspect
 import json
 import math
 import os
@@ -70,18 +71,24 @@ from benchmarks.datasets import load_binarized_digits
 from gradest.distributions import Bernoulli
 from gradest.models import apply_mlp, init_mlp, sbn
 
-ESTIMATORS = (
-  "reinforce_loo",
-  "arm",
-  "disarm",
-  "straight_through",
-  "gumbel_rao",
-  "rebar",
-  "relax",
+# Every registry estimator of E[f] for Bernoulli distributions, in the registry's order.
+ESTIMATORS = tuple(
+  name for name in gradest.estimator_names("bernoulli") if not gradest.ESTIMATORS[name].multi_sample
 )
-BIASED = ("straight_through", "gumbel_rao")
-LEARNED_CV = ("rebar", "relax")
-SBN_METHODS = ESTIMATORS + ("vimco", "wake_sleep")
+BIASED = tuple(name for name in ESTIMATORS if not gradest.ESTIMATORS[name].unbiased)
+MULTI_SAMPLE = tuple(
+  name for name in gradest.estimator_names("bernoulli") if gradest.ESTIMATORS[name].multi_sample
+)
+SBN_METHODS = ESTIMATORS + MULTI_SAMPLE + ("wake_sleep",)
+
+
+def _keywords(name: str) -> frozenset[str]:
+  """The keyword arguments of estimator ``name``'s gradient level."""
+  return frozenset(inspect.signature(gradest.ESTIMATORS[name].grad).parameters)
+
+
+# Estimators with a control variate trained on aux["cv_grad"] (REBAR, RELAX).
+LEARNED_CV = tuple(name for name in ESTIMATORS if "cv_params" in _keywords(name))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,41 +111,45 @@ def relax_network(params, z):
 
 
 def init_cv(name: str, key, dim: int, cfg: Config):
-  """Control-variate parameters for REBAR / RELAX (an empty dict for the others)."""
-  if name == "rebar":
-    return gradest.init_rebar_params()
-  if name == "relax":
+  """Control-variate parameters: REBAR's, plus RELAX's network where the estimator takes
+  a ``cv_fn`` (an empty dict for estimators without a learned control variate)."""
+  keywords = _keywords(name)
+  if "cv_fn" in keywords:
     net = init_mlp(key, [dim, cfg.cv_hidden, 1])
     net[-1] = jax.tree.map(jnp.zeros_like, net[-1])  # start at REBAR's control variate
     return dict(gradest.init_rebar_params(), network=net)
+  if "cv_params" in keywords:
+    return gradest.init_rebar_params()
   return {}
 
 
+def overrides(name: str, f, cv_params, cfg: Config) -> dict[str, Any]:
+  """The benchmark's settings for the keyword arguments estimator ``name`` takes: the
+  temperature, Gumbel-Rao's conditional samples, the control variate and its parameters."""
+  options = {
+    "temperature": cfg.temperature,
+    "num_conditional": cfg.num_conditional,
+    "cv_fn": gradest.relax_control_variate(f, relax_network, family="bernoulli"),
+    "cv_params": cv_params,
+  }
+  keywords = _keywords(name)
+  return {k: v for k, v in options.items() if k in keywords}
+
+
 def estimate(name: str, f, logits, key, cv_params, cfg: Config):
-  """``(grad, per_sample, cv_grad)`` of estimator ``name`` with ``cfg.samples`` f-evaluations."""
-  n = cfg.samples
-  if name == "reinforce_loo":
-    est = gradest.reinforce_grad(f, logits, key, n)
-  elif name == "arm":
-    est = gradest.arm_grad(f, logits, key, n // 2)
-  elif name == "disarm":
-    est = gradest.disarm_grad(f, logits, key, n // 2)
-  elif name == "straight_through":
-    est = gradest.straight_through_grad(f, logits, key, n, temperature=cfg.temperature)
-  elif name == "gumbel_rao":
-    est = gradest.gumbel_rao_grad(
-      f, logits, key, n, temperature=cfg.temperature, num_conditional=cfg.num_conditional
-    )
-  elif name == "rebar":
-    est = gradest.rebar_grad(f, logits, key, n, cv_params=cv_params)
-    return est.grad, est.per_sample, est.cv_grad
-  elif name == "relax":
-    cv = gradest.relax_control_variate(f, relax_network)
-    est = gradest.relax_grad(f, logits, key, n, control_variate=cv, cv_params=cv_params)
-    return est.grad, est.per_sample, est.cv_grad
-  else:
+  """``(grad, per_sample, cv_grad)`` of estimator ``name`` with ``cfg.samples`` f-evaluations.
+
+  ``num_samples`` counts evaluations of ``f`` for every estimator (ARM and DisARM: as
+  many antithetic pairs as ``cfg.samples / evaluations_per_row``), so the comparison is
+  at an equal cost in evaluations.
+  """
+  if name not in ESTIMATORS:
     raise ValueError(f"unknown estimator {name!r}; choose from {ESTIMATORS}")
-  return est.grad, est.per_sample, {}
+  entry = gradest.ESTIMATORS[name]
+  kwargs = {**entry.kwargs(f, "bernoulli", jnp.shape(logits)), **overrides(name, f, cv_params, cfg)}
+  est = entry.grad(f, Bernoulli, logits, key, cfg.samples, **kwargs)
+  cv_grad = (est.aux or {}).get("cv_grad", {})
+  return est.grad, est.per_sample, cv_grad
 
 
 # --------------------------------------------------------------------------------------
@@ -568,8 +579,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   for name, (small, full) in defaults.items():
     if getattr(args, name) is None:
       setattr(args, name, small if quick else full)
-  if args.samples < 2 or args.samples % 2:
-    parser.error("--samples must be even and >= 2 (leave-one-out needs 2; ARM uses pairs)")
+  if args.samples < 1:
+    parser.error("--samples must be >= 1")
+  for name in args.estimators:
+    if name not in gradest.ESTIMATORS:
+      continue
+    entry = gradest.ESTIMATORS[name]
+    if args.samples < entry.min_samples or args.samples % entry.evaluations_per_row:
+      parser.error(
+        f"--samples must be >= {entry.min_samples} and a multiple of "
+        f"{entry.evaluations_per_row} for {name} (evaluations of f per row of its estimate)"
+      )
   if args.repeats < 2 or args.var_repeats < 2:
     parser.error("--repeats and --var-repeats must be >= 2")
   if args.temperature <= 0:

@@ -271,15 +271,42 @@ def make_problems(quick: bool = False) -> list[Problem]:
   return problems
 
 
-ESTIMATORS = {
-  "score": "score function",
-  "score_oracle": "score fn, oracle constant baseline b=E[f]",
-  "score_loo": "score fn, leave-one-out baseline",
-  "score_ma": "score fn, moving-average baseline",
-  "pathwise": "pathwise",
-  "mv_coupled": "measure-valued, coupled",
-  "mv_uncoupled": "measure-valued, uncoupled",
+ORACLE = "oracle"  # a baseline override: the exact E[f] at each k (traced)
+MOVING_AVERAGE = "moving_average"  # a baseline override: the moving average's state
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+  """A benchmark row: a registry estimator with keyword overrides.
+
+  Attributes:
+    entry: the name in :data:`gradest.ESTIMATORS`.
+    label: for the plots and the JSON file.
+    overrides: keyword arguments passed on top of the entry's options; the baselines
+      ``ORACLE`` and ``MOVING_AVERAGE`` are filled in by :func:`_simulate`.
+  """
+
+  entry: str
+  label: str
+  overrides: tuple[tuple[str, Any], ...] = ()
+
+
+# Every registry estimator for Gaussians (see test_benchmark_variance.py), with the
+# score function's baseline and the measure-valued coupling as variants.
+VARIANTS = {
+  "score": Variant("score_function", "score function"),
+  "score_oracle": Variant(
+    "score_function", "score fn, oracle constant baseline b=E[f]", (("baseline", ORACLE),)
+  ),
+  "score_loo": Variant("reinforce_loo", "score fn, leave-one-out baseline"),
+  "score_ma": Variant(
+    "score_function", "score fn, moving-average baseline", (("baseline", MOVING_AVERAGE),)
+  ),
+  "pathwise": Variant("pathwise", "pathwise"),
+  "mv_coupled": Variant("measure_valued", "measure-valued, coupled"),
+  "mv_uncoupled": Variant("measure_valued", "measure-valued, uncoupled", (("coupling", False),)),
 }
+ESTIMATORS = {name: v.label for name, v in VARIANTS.items()}
 
 # --------------------------------------------------------------------------------------
 # Exact moments by quadrature (numpy, float64).
@@ -470,38 +497,40 @@ def _simulate(
     ``{estimator: gradient pytree}`` with leaves of shape ``(len(ks), len(keys))``.
   """
   n = num_samples
-  kw = {"return_per_sample": False}
+
+  def estimate(name, f, key, oracle, average=None):
+    """Variant ``name`` through its registry entry (``average``: the moving average)."""
+    variant = VARIANTS[name]
+    kwargs = dict(variant.overrides)
+    if kwargs.get("baseline") == ORACLE:
+      kwargs["baseline"] = oracle
+    elif kwargs.get("baseline") == MOVING_AVERAGE:
+      kwargs["baseline"] = average
+    entry = gradest.ESTIMATORS[variant.entry]
+    return entry.estimate(f, dist_fn, params, key, n, return_per_sample=False, **kwargs)
+
+  averaged = [v for v, spec in VARIANTS.items() if ("baseline", MOVING_AVERAGE) in spec.overrides]
+  independent = [v for v in VARIANTS if v not in averaged]
 
   def per_k(k, oracle):
     branches = [functools.partial(c.fn, k=k, xp=jnp) for c in costs]
     f = lambda x: jax.lax.switch(cost_index, branches, x)  # noqa: E731
 
     def one(key):
-      return {
-        "score": gradest.score_function_grad(f, dist_fn, params, key, n, **kw).grad,
-        "score_oracle": gradest.score_function_grad(
-          f, dist_fn, params, key, n, baseline=oracle, **kw
-        ).grad,
-        "score_loo": gradest.score_function_grad(
-          f, dist_fn, params, key, n, baseline="leave_one_out", **kw
-        ).grad,
-        "pathwise": gradest.pathwise_grad(f, dist_fn, params, key, n, **kw).grad,
-        "mv_coupled": gradest.measure_valued_grad(f, dist_fn, params, key, n, **kw).grad,
-        "mv_uncoupled": gradest.measure_valued_grad(
-          f, dist_fn, params, key, n, coupling=False, **kw
-        ).grad,
-      }
+      return {name: estimate(name, f, key, oracle).grad for name in independent}
 
     out = jax.vmap(one)(keys)
     ma = gradest.moving_average_baseline(decay)
 
-    def step(state, key):
-      est = gradest.score_function_grad(f, dist_fn, params, key, n, baseline=state.value, **kw)
-      return ma.update(state, est.values), est.grad
+    for name in averaged:
 
-    # One scan over the burn-in and the repetitions; the burn-in's estimates are dropped.
-    _, grads = jax.lax.scan(step, ma.init(), jnp.concatenate([burn_keys, keys]))
-    out["score_ma"] = jax.tree.map(lambda g: g[burn_keys.shape[0] :], grads)
+      def step(state, key, name=name):
+        est = estimate(name, f, key, oracle, state.value)
+        return ma.update(state, est.values), est.grad
+
+      # One scan over the burn-in and the repetitions; the burn-in's estimates are dropped.
+      _, grads = jax.lax.scan(step, ma.init(), jnp.concatenate([burn_keys, keys]))
+      out[name] = jax.tree.map(lambda g: g[burn_keys.shape[0] :], grads)
     return out
 
   return jax.vmap(per_k)(ks, oracle_baselines)

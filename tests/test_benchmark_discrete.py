@@ -12,9 +12,11 @@ import json
 import math
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import gradest
 from benchmarks import discrete
 from benchmarks.datasets import load_binarized_digits
 from gradest.models import sbn
@@ -105,10 +107,40 @@ def check_format_tables(quick_run):
   assert "wake_sleep" in discrete.format_sbn_table(result["sbn"])
 
 
+def test_estimators_come_from_the_registry():
+  names = gradest.estimator_names("bernoulli")
+  assert set(discrete.ESTIMATORS) | set(discrete.MULTI_SAMPLE) == set(names)
+  assert set(discrete.BIASED) == {n for n in names if not gradest.ESTIMATORS[n].unbiased}
+  assert set(discrete.LEARNED_CV) == {"rebar", "relax"}
+  # ARM and DisARM get their evaluations as pairs: the same cost as the others.
+  for name in ("arm", "disarm"):
+    assert gradest.ESTIMATORS[name].evaluations_per_row == 2
+  cfg = discrete.Config(samples=4)
+  for name in discrete.ESTIMATORS:
+    f = lambda b: jnp.sum((b - 0.45) ** 2)  # noqa: E731
+    cv = discrete.init_cv(name, jax.random.key(0), 3, cfg)
+    g, per_sample, cv_grad = discrete.estimate(name, f, jnp.zeros(3), jax.random.key(1), cv, cfg)
+    rows = cfg.samples // gradest.ESTIMATORS[name].evaluations_per_row
+    assert g.shape == (3,) and per_sample.shape == (rows, 3), name
+    assert (name in discrete.LEARNED_CV) == bool(cv_grad), name
+
+
 @pytest.mark.parametrize(
   "argv",
-  [["--samples", "3"], ["--samples", "0"], ["--temperature", "0"], ["--repeats", "1"]],
+  [
+    ["--samples", "3"],
+    ["--samples", "0"],
+    ["--samples", "1", "--estimators", "reinforce_loo"],
+    ["--temperature", "0"],
+    ["--repeats", "1"],
+  ],
 )
 def test_bad_flags(argv):
   with pytest.raises(SystemExit):
     discrete.parse_args(argv)
+
+
+def test_odd_samples_without_pairs():
+  """An odd --samples is fine when no selected estimator evaluates f in pairs."""
+  args = discrete.parse_args(["--samples", "3", "--estimators", "reinforce_loo", "rebar"])
+  assert args.samples == 3

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+import gradest
 from benchmarks import variance
 
 from .helpers import assert_variance, z_value
@@ -23,6 +24,13 @@ def quick_run(tmp_path_factory):
   out = tmp_path_factory.mktemp("variance")
   result = variance.main(["--quick", "--quiet", "--out", str(out)])
   return out, result
+
+
+def test_rows_cover_every_gaussian_estimator_of_the_registry():
+  """Each row is a registry entry (with overrides); every estimator for Gaussians has one."""
+  entries = {v.entry for v in variance.VARIANTS.values()}
+  assert entries == set(gradest.estimator_names("gaussian"))
+  assert variance.ESTIMATORS == {n: v.label for n, v in variance.VARIANTS.items()}
 
 
 def test_writes_every_file(quick_run):

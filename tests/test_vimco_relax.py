@@ -14,6 +14,7 @@ import optax
 import pytest
 
 import gradest
+from gradest.distributions import Bernoulli, OneHotCategorical
 
 from .helpers import FALSE_FAILURE, assert_unbiased, z_value
 
@@ -46,6 +47,7 @@ def categorical_log_prob(logits, y):
   return jnp.sum(y * jax.nn.log_softmax(logits, axis=-1))
 
 
+FAMILIES = {"bernoulli": Bernoulli, "categorical": OneHotCategorical}
 VIMCO_PROBLEMS = {  # name: (f, logits, family, importance_weighted)
   "bernoulli": (log_weight, jnp.array([0.3, -1.0, 2.0]), "bernoulli", False),
   "bernoulli_large": (log_weight, jnp.array([4.0, -4.0, 0.5]), "bernoulli", False),
@@ -80,7 +82,7 @@ def exact_vimco_objective(logits, f, family, importance_weighted):
     return jax.nn.logsumexp(w) - math.log(K)
 
   copies = jnp.broadcast_to(logits, (K,) + logits.shape)
-  return gradest.exact_expectation(objective, copies, family=family)
+  return gradest.exact_expectation(objective, FAMILIES[family](copies))
 
 
 _exact_vimco = jax.jit(jax.value_and_grad(exact_vimco_objective), static_argnums=(1, 2, 3))
@@ -98,7 +100,7 @@ def _vimco_program(key):
   out = {}
   for name, (f, logits, family, iw) in VIMCO_PROBLEMS.items():
     estimator = functools.partial(
-      gradest.vimco_grad, f, num_samples=K, family=family, importance_weighted=iw
+      gradest.vimco_grad, f, FAMILIES[family], num_samples=K, importance_weighted=iw
     )
     out[name] = jax.vmap(lambda k, est=estimator, lg=logits: est(lg, k))(keys)
   return out
@@ -113,9 +115,11 @@ def vimco_results():
 def test_vimco_unbiased(name):
   _, logits, _, _ = VIMCO_PROBLEMS[name]
   est = vimco_results()[name]
-  assert est.per_sample is None
   assert est.grad.shape == (M,) + logits.shape
   assert est.values.shape == (M, K)
+  # per_sample: K times each sample's term, whose mean over the K samples is the estimate.
+  assert est.per_sample.shape == (M, K) + logits.shape
+  np.testing.assert_allclose(est.per_sample.mean(1), est.grad, rtol=1e-5, atol=1e-6)
   value, grad = exact_vimco(name)
   # Over M independent keys the estimates average to the exact gradient ...
   assert_unbiased(est.grad, grad)
@@ -162,7 +166,14 @@ SURROGATE_LOGITS = jnp.array([0.3, -1.0, 2.0])
 
 def _surrogate_case(logits, key, num_samples):
   def run(iw):
-    return gradest.vimco_grad(encoding_log_weight, logits, key, num_samples, importance_weighted=iw)
+    return gradest.vimco_grad(
+      encoding_log_weight, Bernoulli, logits, key, num_samples, importance_weighted=iw
+    )
+
+  def objective(lg, iw):
+    return gradest.vimco_objective(
+      encoding_log_weight, Bernoulli(lg), key, num_samples, importance_weighted=iw
+    )
 
   plain, weighted = run(False), run(True)
   # The samples, decoded from the plain log-weights (sampling does not depend on iw).
@@ -183,6 +194,10 @@ def _surrogate_case(logits, key, num_samples):
     "surrogate_value": surrogate(logits, False),
     "surrogate_grad": jax.grad(surrogate)(logits, False),
     "surrogate_grad_iw": jax.grad(surrogate)(logits, True),
+    "objective": {iw: jax.value_and_grad(objective)(logits, iw) for iw in (False, True)},
+    "mean_only": gradest.vimco_grad(
+      encoding_log_weight, Bernoulli, logits, key, num_samples, return_per_sample=False
+    ),
   }
 
 
@@ -239,6 +254,22 @@ def test_vimco_surrogate_matches_vimco_grad(num_samples):
   np.testing.assert_allclose(out["surrogate_grad"], plain.grad, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(plain.grad, grad, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(out["surrogate_grad_iw"], weighted.grad, rtol=1e-5, atol=1e-6)
+  # per_sample: K times each sample's term; grad is their mean, also without them.
+  assert plain.per_sample.shape == (num_samples,) + SURROGATE_LOGITS.shape
+  np.testing.assert_allclose(plain.per_sample.mean(0), plain.grad, rtol=1e-5, atol=1e-6)
+  assert out["mean_only"].per_sample is None
+  np.testing.assert_allclose(out["mean_only"].grad, plain.grad, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("num_samples", [2, 5])
+def test_vimco_objective_matches_vimco_grad(num_samples):
+  """The objective level: the same samples, value logmeanexp(w), gradient VIMCO's."""
+  out = surrogate_results()[f"k{num_samples}"]
+  for iw, est in ((False, out["plain"]), (True, out["weighted"])):
+    value, grad = out["objective"][iw]
+    expected = jax.nn.logsumexp(est.values) - math.log(num_samples)
+    np.testing.assert_allclose(value, expected, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(grad, est.grad, rtol=1e-5, atol=1e-6)
 
 
 def test_vimco_surrogate_value_and_batch():
@@ -273,13 +304,15 @@ def test_vimco_surrogate_errors():
 def test_vimco_errors(key):
   logits = jnp.array([0.3, -1.0, 2.0])
   with pytest.raises(ValueError, match="num_samples must be >= 2"):
-    gradest.vimco_grad(log_weight, logits, key, 1)
+    gradest.vimco_grad(log_weight, Bernoulli, logits, key, 1)
+  with pytest.raises(ValueError, match="num_samples must be >= 2"):
+    gradest.vimco_objective(log_weight, Bernoulli(logits), key, 1)
   with pytest.raises(TypeError, match="num_samples must be a Python int"):
-    gradest.vimco_grad(log_weight, logits, key, 3.0)
-  with pytest.raises(ValueError, match="logits for family='categorical'"):
-    gradest.vimco_grad(jnp.sum, jnp.zeros((3, 1)), key, 3, family="categorical")
+    gradest.vimco_grad(log_weight, Bernoulli, logits, key, 3.0)
+  with pytest.raises(ValueError, match="OneHotCategorical logits must have shape"):
+    gradest.vimco_grad(jnp.sum, OneHotCategorical, jnp.zeros((3, 1)), key, 3)
   with pytest.raises(ValueError, match="f must map one sample to a scalar"):
-    gradest.vimco_grad(lambda b: b, logits, key, 3)
+    gradest.vimco_grad(lambda b: b, Bernoulli, logits, key, 3)
 
 
 # --------------------------------------------------------------------------------------
@@ -306,7 +339,7 @@ def network_params(size, seed, hidden=4, scale=0.5):
   )
 
 
-CV4 = gradest.relax_control_variate(cost4, mlp)
+CV4 = gradest.relax_control_variate(cost4, mlp, family="bernoulli")
 LOGITS4 = jnp.array([0.5, -1.5, 3.0, -0.2])
 CV_N = 64
 
@@ -321,21 +354,29 @@ def _mean_squared_norm(per_sample):
 
 @jax.jit
 def _cv_program(logits, key, rebar_params, relax_params, c):
-  rebar = lambda p: gradest.rebar_grad(cost4, logits, key, CV_N, cv_params=p)
-  relax = lambda p: gradest.relax_grad(cost4, logits, key, CV_N, control_variate=CV4, cv_params=p)
-  constant = gradest.relax_grad(
-    cost4, logits, key, CV_N, control_variate=constant_cv, cv_params={"c": c}
-  )
+  rebar = lambda p: gradest.rebar_grad(cost4, Bernoulli, logits, key, CV_N, cv_params=p)
+  relax = lambda p: gradest.relax_grad(cost4, Bernoulli, logits, key, CV_N, cv_fn=CV4, cv_params=p)
+
+  def relax_objective(lg, p):
+    return gradest.relax_objective(cost4, Bernoulli(lg), key, CV_N, cv_fn=CV4, cv_params=p)
+
+  def rebar_objective(lg, p):
+    return gradest.rebar_objective(cost4, Bernoulli(lg), key, CV_N, cv_params=p)
+
   return {
     "rebar": rebar(rebar_params),
     "relax": relax(relax_params),
     # The same quantity recomputed: jax.grad of the mean squared per-sample norm, with
     # per_sample recomputed through the estimator as a function of the parameters.
     "relax_check": jax.grad(lambda p: _mean_squared_norm(relax(p).per_sample))(relax_params),
-    "constant": constant,
-    "reinforce_constant": gradest.reinforce_grad(cost4, logits, key, CV_N, baseline=c),
+    "constant": gradest.relax_grad(
+      cost4, Bernoulli, logits, key, CV_N, cv_fn=constant_cv, cv_params={"c": c}
+    ),
     "rebar_eta0": rebar(gradest.init_rebar_params(eta=0.0)),
-    "reinforce_plain": gradest.reinforce_grad(cost4, logits, key, CV_N, baseline=None),
+    # The objective level, differentiated with respect to the logits and cv_params.
+    "relax_objective": jax.value_and_grad(relax_objective, (0, 1))(logits, relax_params),
+    "rebar_objective": jax.value_and_grad(rebar_objective, (0, 1))(logits, rebar_params),
+    "rebar_objective_default": jax.grad(rebar_objective)(logits, None),
   }
 
 
@@ -360,43 +401,70 @@ def test_cv_grad_is_the_gradient_of_the_mean_squared_estimate():
   """RELAX's cv_grad (whose control variate contains REBAR's, eta and log_temperature)."""
   out = cv_results()
   est, check = out["relax"], out["relax_check"]
-  assert isinstance(est, gradest.RelaxEstimate)
-  assert jax.tree.structure(est.cv_grad) == jax.tree.structure(check)
-  assert sorted(est.cv_grad)[:2] == ["eta", "log_temperature"]
-  for got, want in zip(jax.tree.leaves(est.cv_grad), jax.tree.leaves(check), strict=True):
+  assert isinstance(est, gradest.GradEstimate)
+  cv_grad = est.aux["cv_grad"]
+  assert jax.tree.structure(cv_grad) == jax.tree.structure(check)
+  assert sorted(cv_grad)[:2] == ["eta", "log_temperature"]
+  for got, want in zip(jax.tree.leaves(cv_grad), jax.tree.leaves(check), strict=True):
     assert got.shape == want.shape
     assert np.all(np.isfinite(got))
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
-  assert np.abs(est.cv_grad["eta"]) > 0  # the control variate's scale matters
+  assert np.abs(cv_grad["eta"]) > 0  # the control variate's scale matters
   assert est.per_sample.shape == (CV_N,) + LOGITS4.shape
   assert est.values.shape == (CV_N,)
 
 
 def test_rebar_cv_grad_structure():
   est = cv_results()["rebar"]
-  assert isinstance(est, gradest.RelaxEstimate)
-  assert sorted(est.cv_grad) == ["eta", "log_temperature"]
-  for leaf in jax.tree.leaves(est.cv_grad):
+  assert sorted(est.aux) == ["cv_grad"]
+  assert sorted(est.aux["cv_grad"]) == ["eta", "log_temperature"]
+  for leaf in jax.tree.leaves(est.aux["cv_grad"]):
     assert leaf.shape == () and np.isfinite(leaf) and leaf != 0.0
   np.testing.assert_allclose(est.grad, est.per_sample.mean(0), rtol=1e-5, atol=1e-6)
 
 
 def test_relax_with_a_constant_control_variate_is_reinforce_with_that_baseline():
-  """c(z) = c: no reparameterized terms, (f(b) - c) * score; d/dc E||g||^2 in closed form."""
+  """c(z) = c: no reparameterized terms, (f(b) - c) * score; d/dc E||g||^2 in closed form.
+
+  REBAR with eta = 0 has a zero control variate: plain REINFORCE, f(b) * score, on the
+  same samples (the same key, the same perturbation noise), so the score b - sigmoid(l)
+  of each sample is (REBAR_eta0 - constant) / c, and b itself is read back from it.
+  """
   out = cv_results()
-  est, ref = out["constant"], out["reinforce_constant"]
-  np.testing.assert_allclose(est.per_sample, ref.per_sample, rtol=1e-5, atol=1e-6)
-  np.testing.assert_array_equal(est.values, ref.values)
-  score = (out["reinforce_plain"].per_sample - ref.per_sample) / C  # f s - (f - c) s = c s
-  score_sq = np.sum(np.asarray(score, np.float64) ** 2, axis=1)
-  weight = np.asarray(est.values, np.float64) - C
-  np.testing.assert_allclose(est.cv_grad["c"], np.mean(-2.0 * weight * score_sq), rtol=1e-4)
-  # REBAR with eta = 0 has a zero control variate: plain REINFORCE, and no temperature
-  # gradient (eta multiplies everything the temperature touches).
-  est, ref = out["rebar_eta0"], out["reinforce_plain"]
-  np.testing.assert_allclose(est.per_sample, ref.per_sample, rtol=1e-5, atol=1e-6)
-  assert est.cv_grad["log_temperature"] == 0.0
-  assert est.cv_grad["eta"] != 0.0
+  est, plain = out["constant"], out["rebar_eta0"]
+  np.testing.assert_array_equal(est.values, plain.values)
+  score = (np.asarray(plain.per_sample, np.float64) - est.per_sample) / C  # f s - (f - c) s
+  b = score + np.asarray(jax.nn.sigmoid(LOGITS4), np.float64)
+  np.testing.assert_allclose(b, np.round(b), atol=1e-5)  # an exact 0/1 sample
+  b = np.round(b).astype(np.float32)
+  np.testing.assert_allclose(est.values, jax.vmap(cost4)(jnp.asarray(b)), rtol=1e-6)
+  values = np.asarray(est.values, np.float64)
+  np.testing.assert_allclose(est.per_sample, (values - C)[:, None] * score, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(plain.per_sample, values[:, None] * score, rtol=1e-5, atol=1e-5)
+  score_sq = np.sum(score**2, axis=1)
+  cv_grad = est.aux["cv_grad"]
+  np.testing.assert_allclose(cv_grad["c"], np.mean(-2.0 * (values - C) * score_sq), rtol=1e-4)
+  # No temperature gradient at eta = 0 (eta multiplies everything the temperature touches).
+  assert plain.aux["cv_grad"]["log_temperature"] == 0.0
+  assert plain.aux["cv_grad"]["eta"] != 0.0
+
+
+def test_objectives_give_the_estimate_and_cv_grad():
+  """jax.grad of relax_objective / rebar_objective: the estimate for the logits and
+  cv_grad for cv_params (the same samples from the same key); the value is the mean cost."""
+  out = cv_results()
+  for name in ("relax", "rebar"):
+    est = out[name]
+    value, (g_logits, g_cv) = out[f"{name}_objective"]
+    np.testing.assert_allclose(value, est.values.mean(), rtol=1e-6)
+    np.testing.assert_allclose(g_logits, est.grad, rtol=1e-5, atol=1e-6)
+    cv_grad = est.aux["cv_grad"]
+    assert jax.tree.structure(g_cv) == jax.tree.structure(cv_grad)
+    for got, want in zip(jax.tree.leaves(g_cv), jax.tree.leaves(cv_grad), strict=True):
+      np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  # REBAR's default parameters (cv_params=None) are init_rebar_params().
+  default = gradest.rebar_grad(cost4, Bernoulli, LOGITS4, jax.random.key(0), CV_N)
+  np.testing.assert_allclose(out["rebar_objective_default"], default.grad, rtol=1e-5, atol=1e-6)
 
 
 # --------------------------------------------------------------------------------------
@@ -411,14 +479,14 @@ def toy_cost(b):
   return jnp.sum((b - TOY_T) ** 2)
 
 
-TOY_CV = gradest.relax_control_variate(toy_cost, mlp)
+TOY_CV = gradest.relax_control_variate(toy_cost, mlp, family="bernoulli")
 STEP_N = 256
 
 
 @jax.jit
 def _toy_relax(params, key):
   return gradest.relax_grad(
-    toy_cost, TOY_LOGITS, key, STEP_N, control_variate=TOY_CV, cv_params=params
+    toy_cost, Bernoulli, TOY_LOGITS, key, STEP_N, cv_fn=TOY_CV, cv_params=params
   )
 
 
@@ -431,7 +499,7 @@ def test_adam_on_cv_grad_reduces_the_variance(key):
   train_key, eval_key = jax.random.split(key)
   for i in range(15):
     est = _toy_relax(trained, jax.random.fold_in(train_key, i))
-    updates, state = update(est.cv_grad, state, trained)
+    updates, state = update(est.aux["cv_grad"], state, trained)
     trained = optax.apply_updates(trained, updates)
 
   # Fresh keys, the same for both parameter sets: paired per-sample estimates.
@@ -457,11 +525,15 @@ def test_relax_control_variate_errors(key):
   params = dict(gradest.init_rebar_params(), network=network_params(4, 5))
   with pytest.raises(ValueError, match="must return a scalar"):
     gradest.relax_grad(
-      cost4, LOGITS4, key, 4, control_variate=lambda p, z: z * p["eta"], cv_params=params
+      cost4, Bernoulli, LOGITS4, key, 4, cv_fn=lambda p, z: z * p["eta"], cv_params=params
     )
-  with pytest.raises(TypeError, match=r"control_variate\(cv_params, z\) failed"):
+  with pytest.raises(TypeError, match=r"cv_fn\(cv_params, z\) failed"):
     gradest.relax_grad(
-      cost4, LOGITS4, key, 4, control_variate=CV4, cv_params=gradest.init_rebar_params()
+      cost4, Bernoulli, LOGITS4, key, 4, cv_fn=CV4, cv_params=gradest.init_rebar_params()
     )
+  with pytest.raises(TypeError, match="cv_fn must be a function"):
+    gradest.relax_grad(cost4, Bernoulli, LOGITS4, key, 4, cv_fn=None, cv_params=params)
+  with pytest.raises(TypeError, match="family"):
+    gradest.relax_control_variate(cost4, mlp)  # the relaxation depends on the family
   with pytest.raises(ValueError, match="temperature must be > 0"):
     gradest.init_rebar_params(temperature=0.0)
