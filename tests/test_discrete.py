@@ -858,8 +858,12 @@ def _python_branch_cost(b):
   return jnp.sum(b) if b[0] > 0.5 else jnp.float32(0.0)
 
 
+# Estimators that check f's differentiability themselves (RELAX differentiates f only
+# through the registry's control variate, which is its setup, not relax_grad's check).
 DIFFERENTIATING = sorted(
-  n for n in gradest.estimator_names("bernoulli") if gradest.ESTIMATORS[n].differentiates_f
+  n
+  for n in gradest.estimator_names("bernoulli")
+  if gradest.ESTIMATORS[n].differentiates_f and gradest.ESTIMATORS[n].setup is None
 )
 EVALUATING = sorted(
   n
