@@ -67,7 +67,7 @@ Skipped cells (each with its reason in the table and the outputs):
   to ``D = N = 1000``): ``jax.jacfwd`` pushes one tangent per parameter coordinate
   through the ``N x D`` samples, ``O(N D^2)`` work (a single call at ``D = 1000,
   N = 10000`` would take more than a minute);
-* programs that need more than ``--max-gb`` (default 4) GB: checked before compiling
+* programs that need more than ``--max-gb`` (default 6) GB: checked before compiling
   from the ``N x D`` samples and noise (so the mean-mode cells with ``N = 10000,
   D = 100000``, 4 GB per array, are skipped; ``--max-gb 20`` runs them on a machine
   with the memory, at several seconds per call), then after compiling from XLA's
@@ -77,17 +77,26 @@ Outputs (in ``--out``, default ``bench_out/speed``): ``speed.csv``, ``speed.json
 (results and the run's settings, versions and runtime) and ``speed.png`` (both
 ratios per cell, log scale, with the targets).
 
-The default run takes 3 to 5 minutes on a 2-core CPU (shared with other jobs), more
-than half of it compiling; its peak memory is about 1 GB. ``--quick`` (one tiny
-configuration, compiled with XLA's backend optimizations off) takes 15-20 s and is
-what the test-suite runs; its times mean nothing, its correctness checks do.
+The default run (both costs, 98 cells of which 76 are timed) does about 450 CPU-seconds
+of work, more than half of it compiling: about 4 to 8 minutes of wall time on 2 idle
+cores, 17.5 minutes on 2 cores shared with other jobs (load average 9-14); its peak
+memory is about 1.6 GB. ``--quick`` (one tiny configuration, compiled with XLA's backend
+optimizations off) does about 20 CPU-seconds of work and is what the test-suite runs;
+its times mean nothing, its correctness checks do.
 
-Known result (jaxlib 0.10 on CPU): at ``D = 100000, N = 100`` gradest's score-function
-and pathwise estimators take 1.2-1.8x the reference's time. XLA lowers a sum over
-the short leading (sample) axis of a wide array to a YNNPACK reduce fusion that is
-slow for that shape; gradest's sums over samples (``jnp.mean(per_sample, 0)`` and the
-transposes of ``vmap``'s broadcasts under ``jax.grad``) take that path while the
-reference's contractions do not. With
+Known results (jaxlib 0.10 on CPU): optax's forward-mode jacobians do ``O(N D^2)`` work
+against gradest's ``O(N D)``, so ``optax/gradest`` grows with ``D``, but by how much
+depends on the cost. With ``cos`` the ``D`` (or ``2D``) tangents pushed through the ``N
+x D`` samples are expensive per element (the fused loops appear to recompute the sine
+for every tangent); with ``squares`` a tangent is a multiply-add, and for the pathwise
+estimator XLA fuses it well, so optax is only a few times slower there (2.7x at ``D = N
+= 1000``, against 50x for the score function and 90-200x for both estimators on
+``cos``). At ``D = 100000, N = 100`` gradest's score-function and pathwise estimators
+have taken 1.2-1.8x the reference's time. XLA lowers a sum over the short leading
+(sample) axis of a wide array to a YNNPACK reduce fusion that is slow for that shape;
+gradest's sums over samples (``jnp.mean(per_sample, 0)`` and the transposes of
+``vmap``'s broadcasts under ``jax.grad``) take that path while the reference's
+contractions do not. With
 ``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-reduce`` both run at the same
 speed.
 """
@@ -225,10 +234,6 @@ def make_params(dim: int, seed: int, names: Sequence[str] = ("mu", "log_sigma"))
     "log_sigma": math.log(0.5) + 0.1 * jax.random.normal(k_sigma, (dim,), jnp.float32),
   }
   return {name: params[name] for name in names}
-
-
-def _mean_tree(tree: Any) -> Any:
-  return jax.tree.map(lambda x: jnp.mean(x, axis=0), tree)
 
 
 def sample_mean(x: Array) -> Array:
@@ -416,10 +421,15 @@ def _optax_monte_carlo():
 
 
 def optax_fn(estimator: str, num_samples: int, cost: Cost):
-  """``(params, key) -> (grad, per_sample, None)`` through ``optax.monte_carlo``.
+  """``(params, key) -> (None, per_sample, None)`` through ``optax.monte_carlo``.
 
-  optax has only one mode: it forms the ``N x D`` per-sample jacobians (``grad`` is
-  their mean), so it is compared with gradest's ``return_per_sample=True``.
+  optax has only one mode: it forms the ``N x D`` per-sample jacobians, so it is
+  compared with gradest's ``return_per_sample=True``. The timed function returns the
+  jacobians only, what optax returns, and not their mean: in the same jitted program
+  the mean can change how XLA fuses the forward-mode tangents, so that it materializes
+  all ``N x D x D`` of them (at ``D = N = 1000``, the pathwise jacobians of the
+  ``squares`` cost then take 4 GB and about 60 times as long). Leaving the mean out
+  favours optax, never gradest (whose per-sample rows return the mean too).
 
   Returns:
     ``(fn, None)``, or ``(None, reason)`` when optax cannot run this estimator.
@@ -446,7 +456,7 @@ def optax_fn(estimator: str, num_samples: int, cost: Cost):
       warnings.simplefilter("ignore", DeprecationWarning)
       jac = jacobians(cost.f, args, builder, key, num_samples)
     ps = dict(zip(cost.params, jac, strict=True))
-    return _mean_tree(ps), ps, None
+    return None, ps, None
 
   return fn, None
 
@@ -894,7 +904,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     "--out", default=os.path.join("bench_out", "speed"), help="output folder (bench_out/speed)"
   )
   p.add_argument(
-    "--max-gb", type=float, default=4.0, help="skip programs needing more GB of memory (4)"
+    "--max-gb", type=float, default=6.0, help="skip programs needing more GB of memory (6)"
   )
   p.add_argument(
     "--per-sample-max-elements",

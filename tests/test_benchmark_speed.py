@@ -70,7 +70,7 @@ def test_skip_rules_at_full_size():
   settings = speed.settings_from_args(speed.parse_args([]))
   # Per-sample output of N x D = 1e9 elements per leaf is over the 1e8 budget.
   assert "per-sample" in speed._skip_reason(settings, "score", "per_sample", 100_000, 10_000)
-  # The mean mode there needs the 1e9 samples (4 GB) and their noise: over --max-gb 4.
+  # The mean mode there needs the 1e9 samples (4 GB) and their noise: over --max-gb 6.
   assert "GB" in speed._skip_reason(settings, "score", "mean", 100_000, 10_000)
   big = speed.settings_from_args(speed.parse_args(["--max-gb", "20"]))
   assert speed._skip_reason(big, "score", "mean", 100_000, 10_000) is None
