@@ -79,7 +79,7 @@ ratios per cell, log scale, with the targets).
 
 The default run (both costs, 98 cells of which 76 are timed) does about 450 CPU-seconds
 of work, more than half of it compiling: about 4 to 8 minutes of wall time on 2 idle
-cores, 17.5 minutes on 2 cores shared with other jobs (load average 9-14); its peak
+cores, 12.6 and 17.5 minutes on 2 cores shared with other jobs (load average 8-14); its peak
 memory is about 1.6 GB. ``--quick`` (one tiny configuration, compiled with XLA's backend
 optimizations off) does about 20 CPU-seconds of work and is what the test-suite runs;
 its times mean nothing, its correctness checks do.
@@ -89,14 +89,15 @@ against gradest's ``O(N D)``, so ``optax/gradest`` grows with ``D``, but by how 
 depends on the cost. With ``cos`` the ``D`` (or ``2D``) tangents pushed through the ``N
 x D`` samples are expensive per element (the fused loops appear to recompute the sine
 for every tangent); with ``squares`` a tangent is a multiply-add, and for the pathwise
-estimator XLA fuses it well, so optax is only a few times slower there (2.7x at ``D = N
-= 1000``, against 50x for the score function and 90-200x for both estimators on
-``cos``). At ``D = 100000, N = 100`` gradest's score-function and pathwise estimators
-have taken 1.2-1.8x the reference's time. XLA lowers a sum over the short leading
-(sample) axis of a wide array to a YNNPACK reduce fusion that is slow for that shape;
-gradest's sums over samples (``jnp.mean(per_sample, 0)`` and the transposes of
-``vmap``'s broadcasts under ``jax.grad``) take that path while the reference's
-contractions do not. With
+estimator XLA fuses it well, so optax is only a few times slower there (2.7-4.1x at ``D
+= N = 1000``, against 29-53x for the score function, and 79-122x and 184-216x for the
+score function and the pathwise estimator on ``cos``; minimum times from several runs on
+a 2-core machine shared with other jobs). At ``D = 100000, N = 100`` gradest's
+score-function and pathwise estimators have taken 1.2-1.8x the reference's time. XLA
+lowers a sum over the short leading (sample) axis of a wide array to a YNNPACK reduce
+fusion that is slow for that shape; gradest's sums over samples (``jnp.mean(per_sample,
+0)`` and the transposes of ``vmap``'s broadcasts under ``jax.grad``) take that path
+while the reference's contractions do not. With
 ``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-reduce`` both run at the same
 speed.
 """
