@@ -51,11 +51,9 @@ import argparse
 import dataclasses
 import functools
 import inspect
-import json
 import math
 import os
 import sys
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -66,7 +64,7 @@ import optax
 from tqdm import tqdm
 
 import gradest
-from benchmarks._common import pyplot, write_csv
+from benchmarks.common import Stopwatch, pyplot, write_csv, write_json
 from benchmarks.datasets import load_binarized_digits
 from gradest.distributions import Bernoulli
 from gradest.models import apply_mlp, init_mlp, sbn
@@ -380,7 +378,7 @@ def run_sbn(name, cfg, args, data, key, progress) -> dict:
   carry = (params, opt.init(params), cv, cv_opt.init(cv))
   eval_x, var_x = train[: args.eval_size], train[: args.batch_size]
   steps, elbos, variances = [], [], []
-  start = time.perf_counter()
+  clock = Stopwatch()
   done = 0
   chunks = max(1, args.sbn_steps // args.eval_every)
   for c in range(chunks):
@@ -403,7 +401,7 @@ def run_sbn(name, cfg, args, data, key, progress) -> dict:
     elbos.append(float(elbo))
     variances.append(float(var))
     progress()
-  seconds = time.perf_counter() - start
+  seconds = clock()
   test_elbo, test_iw = sbn_final(carry[0], test, k_final, args.iw_samples)
   return {
     "estimator": name,
@@ -616,7 +614,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   )
   bar = tqdm(total=total, desc="discrete", disable=args.quiet, file=sys.stderr)
   root = jax.random.key(args.seed)
-  start = time.perf_counter()
+  clock = Stopwatch()
 
   toy_rows_all, curves = [], {}
   if not args.skip_toy:
@@ -647,15 +645,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   config.update(
     estimators=list(args.estimators),
     backend=jax.default_backend(),
-    seconds=round(time.perf_counter() - start, 1),
+    seconds=round(clock(), 1),
   )
   if toy_rows_all:
     write_csv(toy_rows_all, os.path.join(args.out, "toy.csv"), TOY_COLUMNS)
   if sbn_results:
     write_csv(sbn_results, os.path.join(args.out, "sbn.csv"), SBN_COLUMNS)
   result = {"config": config, "toy": toy_rows_all, "toy_curves": curves, "sbn": sbn_results}
-  with open(os.path.join(args.out, "discrete.json"), "w") as fh:
-    json.dump(result, fh, indent=1)
+  write_json(result, os.path.join(args.out, "discrete.json"))
   if not args.no_plots:
     if toy_rows_all:
       plot_toy_variance(toy_rows_all, toys, os.path.join(args.out, "toy_variance.png"))

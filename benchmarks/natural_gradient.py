@@ -5,7 +5,7 @@ Run with ``python -m benchmarks.natural_gradient`` (``--help`` lists the flags).
 **(a) Cost.** For an MLP (``--cost-sizes``, tanh, softmax outputs) on a batch of
 ``--cost-batch`` inputs, every function below is jitted, compiled ahead of time, and
 timed interleaved with the jitted gradient of the same mean cross-entropy
-(``jax.grad``), with :func:`benchmarks.speed.time_interleaved`. Each cost is reported in
+(``jax.grad``), with :func:`benchmarks.common.time_interleaved`. Each cost is reported in
 *gradient-equivalents*: its time divided by the gradient's time in the same run
 (minimum over the repeats; medians are written too).
 
@@ -62,12 +62,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import json
 import math
 import os
-import statistics
 import sys
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -77,8 +74,15 @@ import numpy as np
 import optax
 
 import gradest
-from benchmarks._common import pyplot, write_csv
-from benchmarks.speed import FAST_COMPILE_OPTIONS, time_interleaved
+from benchmarks.common import (
+  Stopwatch,
+  compile_ahead,
+  pyplot,
+  time_call,
+  time_interleaved,
+  write_csv,
+  write_json,
+)
 from gradest import fisher
 from gradest.models import apply_mlp, init_mlp
 
@@ -240,13 +244,13 @@ def run_kfac(problem: str, steps: int, key, data, sizes=None):
   )
   rng = jax.random.PRNGKey(1)
   state = opt.init(params, rng, batch)
-  losses, start = [], None
+  losses, clock = [], Stopwatch()
   for i in range(steps):
     if i == 1:
-      start = time.perf_counter()
+      clock.restart()
     params, state, stats = opt.step(params, state, rng, batch=batch, global_step_int=i)
     losses.append(float(stats["loss"]))
-  per_step = (time.perf_counter() - start) / (steps - 1) if steps > 1 else math.nan
+  per_step = clock() / (steps - 1) if steps > 1 else math.nan
   losses.append(float(loss_fn(params, batch)))
   return losses, per_step
 
@@ -324,15 +328,13 @@ def run_cost(args, key) -> list[dict[str, Any]]:
   fns, fargs = cost_functions(args, key)
   compiled, first_call, compile_seconds = {}, {}, {}
   for name, fn in fns.items():
-    start = time.perf_counter()
-    compiled[name] = _compile(jax.jit(fn).lower(*fargs), args.fast_compile)
-    compile_seconds[name] = time.perf_counter() - start
-    start = time.perf_counter()
-    jax.block_until_ready(compiled[name](*fargs))
-    first_call[name] = time.perf_counter() - start
-  times = time_interleaved(compiled, fargs, args.cost_repeats, args.min_time, first_call)
-  best = {name: min(ts) for name, ts in times.items()}
-  med = {name: statistics.median(ts) for name, ts in times.items()}
+    compiled[name], compile_seconds[name], _ = compile_ahead(fn, fargs, fast=args.fast_compile)
+    first_call[name] = time_call(compiled[name], fargs)
+  times = time_interleaved(
+    compiled, fargs, args.cost_repeats, args.min_time, first_call, same_number=True
+  )
+  best = {name: t.min for name, t in times.items()}
+  med = {name: t.median for name, t in times.items()}
   k = args.cost_cg
   rows = []
   for name in fns:
@@ -375,10 +377,6 @@ def steps_to_target(losses: Sequence[float], target: float) -> int | None:
   return None
 
 
-def _compile(lowered, fast: bool):
-  return lowered.compile(FAST_COMPILE_OPTIONS) if fast else lowered.compile()
-
-
 def run_convergence(
   problem: str,
   optimizer: str,
@@ -413,15 +411,14 @@ def run_convergence(
   else:
     row["status"] = "ok"
     _, params, batch = make_problem(problem, k_init, data, sizes)
-    start = time.perf_counter()
-    lowered = train.lower(problem, optimizer, steps, settings, 0.1, params, batch, k_run)
-    compiled = _compile(lowered, fast_compile)
-    compile_seconds = time.perf_counter() - start
+    compiled, compile_seconds, _ = compile_ahead(
+      train, (problem, optimizer, steps, settings, 0.1, params, batch, k_run), fast=fast_compile
+    )
     candidates = []
     for lr in LEARNING_RATES[optimizer][:grid]:
-      start = time.perf_counter()
+      clock = Stopwatch()
       losses = np.asarray(jax.block_until_ready(compiled(lr, params, batch, k_run)))
-      per_step = (time.perf_counter() - start) / steps
+      per_step = clock() / steps
       candidates.append((lr, [float(v) for v in losses], per_step, compile_seconds))
 
   def rank(c):
@@ -644,7 +641,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   args = parse_args(argv)
   os.makedirs(args.out, exist_ok=True)
   root = jax.random.key(args.seed)
-  start = time.perf_counter()
+  clock = Stopwatch()
   cost_rows = [] if args.skip_cost else run_cost(args, jax.random.fold_in(root, 0))
   x, labels = load_digits_data()
   data = (x[: args.examples], labels[: args.examples])
@@ -676,7 +673,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   config.update(
     backend=jax.default_backend(),
     jax=jax.__version__,
-    seconds=round(time.perf_counter() - start, 1),
+    seconds=round(clock(), 1),
     targets=TARGETS,
   )
   if cost_rows:
@@ -688,8 +685,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     "convergence": convergence,
     "kfac": {"available": kfac[0], "status": kfac[1]},
   }
-  with open(os.path.join(args.out, "natural_gradient.json"), "w") as fh:
-    json.dump(result, fh, indent=1)
+  write_json(result, os.path.join(args.out, "natural_gradient.json"))
   if not args.no_plots:
     if cost_rows:
       plot_cost(cost_rows, os.path.join(args.out, "cost.png"))

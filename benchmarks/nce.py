@@ -57,7 +57,6 @@ import resource
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -66,8 +65,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import gradest
-from benchmarks._common import pyplot, write_csv
-from benchmarks.speed import time_interleaved
+from benchmarks.common import Stopwatch, pyplot, time_call, time_interleaved, write_csv, write_json
 from gradest.samplers import (
   LogUniformSampler,
   UniformSampler,
@@ -148,12 +146,6 @@ class Stateful:
     return value, g_hidden
 
 
-def _time_first(fn) -> float:
-  start = time.perf_counter()
-  jax.block_until_ready(fn())
-  return time.perf_counter() - start
-
-
 def time_vocab(num_classes: int, args, progress) -> list[dict[str, Any]]:
   hidden, weights, biases, labels = make_layer(num_classes, args.dim, args.batch)
   sampler = LogUniformSampler(num_classes)
@@ -168,21 +160,21 @@ def time_vocab(num_classes: int, args, progress) -> list[dict[str, Any]]:
     )
   first = {}
   for name, fn in fns.items():
-    _time_first(fn)  # compile
-    first[name] = _time_first(fn)
+    time_call(fn)  # compile
+    first[name] = time_call(fn)
   wrapped = {name: (lambda fn=fn: fn()) for name, fn in fns.items()}
   times = time_interleaved(
     wrapped, (), args.repeats, args.min_time, first, budget=args.budget, same_number=False
   )
-  full = float(np.median(times["full_softmax"]))
+  full = times["full_softmax"].median
   rows = []
-  for name, ts in times.items():
-    median = float(np.median(ts))
+  for name, t in times.items():
+    median = t.median
     loss, _, mode = name.partition("/")
     rows.append(
       dict(
         vocab=num_classes, method=name, loss=loss, mode=mode or "full", median_s=median,
-        min_s=float(np.min(ts)), repeats=len(ts), full_over_this=full / median,
+        min_s=t.min, repeats=t.repeats, full_over_this=full / median,
       )
     )
   progress(f"V={num_classes}: full softmax {full * 1e3:.1f} ms")
@@ -214,15 +206,15 @@ def sampler_rows(args, progress) -> list[dict[str, Any]]:
       if name == "jax.random.categorical" and n * v > args.categorical_max:
         continue
       fn = functools.partial(jax.jit(draw, static_argnums=2), key, data, n)
-      _time_first(fn)
-      first[name] = _time_first(fn)
+      time_call(fn)
+      first[name] = time_call(fn)
       fns[name] = fn
     times = time_interleaved(
       fns, (), args.repeats, args.min_time, first, budget=args.budget / len(args.draws),
       same_number=False,
     )
-    for name, ts in times.items():
-      median = float(np.median(ts))
+    for name, t in times.items():
+      median = t.median
       rows.append(
         dict(vocab=v, method=name, draws=n, median_s=median, draws_per_s=n / median)
       )
@@ -272,18 +264,14 @@ def table_child(mode: str, num_classes: int, repeats: int, path: str) -> dict[st
   # build's own compilation, for this V, is still measured).
   jax.block_until_ready(build(counts[:10], TABLE_POWER))
   before = _resident_bytes(reset_peak=True)
-  start = time.perf_counter()
+  clock = Stopwatch()
   sampler = jax.block_until_ready(build(counts, TABLE_POWER))
-  first = time.perf_counter() - start
+  first = clock()
   peak = _resident_bytes(peak=True) - before
   table_bytes = sum(x.nbytes for x in jax.tree.leaves(sampler))
   implied = implied_probs(sampler)
   del sampler
-  warm = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(build(counts, TABLE_POWER))
-    warm.append(time.perf_counter() - start)
+  warm = [time_call(build, (counts, TABLE_POWER)) for _ in range(repeats)]
   np.save(path, implied)
   return dict(
     vocab=num_classes, mode=mode, first_s=first, min_s=float(np.min(warm)),
@@ -472,7 +460,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if not args.quiet:
       print(msg, file=sys.stderr, flush=True)
 
-  start = time.perf_counter()
+  clock = Stopwatch()
   time_rows = []
   if "time" in args.parts:
     for v in args.vocab:
@@ -485,10 +473,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   config = {k: v for k, v in vars(args).items()}
   result = dict(
     config=config, time=time_rows, samplers=samplers_, tables=tables,
-    seconds=time.perf_counter() - start, device=str(jax.devices()[0]),
+    seconds=clock(), device=str(jax.devices()[0]),
   )
-  with open(os.path.join(args.out, "nce.json"), "w") as fh:
-    json.dump(result, fh, indent=1, default=list)
+  write_json(result, os.path.join(args.out, "nce.json"))
   plot(time_rows, samplers_, os.path.join(args.out, "nce.png"))
   if not args.quiet:
     if time_rows:

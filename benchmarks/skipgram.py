@@ -69,10 +69,8 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import sys
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -83,7 +81,7 @@ import optax
 from tqdm import tqdm
 
 from benchmarks import skipgram_data as data
-from benchmarks._common import pyplot, write_csv
+from benchmarks.common import Stopwatch, pyplot, write_csv, write_json
 from gradest._src.base import check_key, check_positive_int
 from gradest.models import skipgram
 from gradest.samplers import LogUniformSampler, Sampler, UniformSampler, unigram_sampler
@@ -258,13 +256,14 @@ def run_config(name, corpus, epochs, init, args, keys, progress) -> tuple[dict, 
   sampler = make_sampler(spec["sampler"], corpus.counts, corpus.vocab_size)
   params = jax.tree.map(lambda x: x.copy(), init)
   stamps = []
+  clock = Stopwatch()
 
   def callback(done, total, losses):
     jax.block_until_ready(losses)
     progress(done - (stamps[-1][1] if stamps else 0))
-    stamps.append((time.perf_counter(), done))
+    stamps.append((clock(), done))
 
-  start = time.perf_counter()
+  clock.restart()
   params, losses = train(
     params,
     epochs,
@@ -277,7 +276,7 @@ def run_config(name, corpus, epochs, init, args, keys, progress) -> tuple[dict, 
     callback=callback,
   )
   jax.block_until_ready(params)
-  seconds = time.perf_counter() - start
+  seconds = clock()
   num_words = sum(b.num_words for b in epochs)
   num_pairs = sum(b.num_pairs for b in epochs)
   steps = sum(b.num_steps for b in epochs)
@@ -285,7 +284,7 @@ def run_config(name, corpus, epochs, init, args, keys, progress) -> tuple[dict, 
     timed = stamps[-1][0] - stamps[0][0]
     fraction = (stamps[-1][1] - stamps[0][1]) / steps
     per_call = timed / (len(stamps) - 1)
-    compile_seconds = max(0.0, (stamps[0][0] - start) - per_call)
+    compile_seconds = max(0.0, stamps[0][0] - per_call)
   else:
     timed, fraction, compile_seconds = seconds, 1.0, float("nan")
   tail = losses[-max(1, len(losses) // 10) :]
@@ -474,7 +473,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     name: jax.random.fold_in(root, i)
     for i, name in enumerate(("corpus", "batches", "init", "train", "eval"))
   }
-  start = time.perf_counter()
+  clock = Stopwatch()
   corpus = data.planted_corpus(
     keys["corpus"],
     args.sentences,
@@ -485,12 +484,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     num_function_words=args.function_words,
   )
   counts = np.asarray(corpus.counts)
-  corpus_seconds = time.perf_counter() - start
+  corpus_seconds = clock()
 
   thresholds = sorted({args.threshold if CONFIGS[c]["subsample"] else 0.0 for c in args.configs})
   epochs_by_threshold, preprocess = {}, {}
   for t in thresholds:
-    t0 = time.perf_counter()
+    preprocess_clock = Stopwatch()
     epochs_by_threshold[t] = [
       data.make_batches(
         jax.random.fold_in(keys["batches"], e),
@@ -503,7 +502,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
       )
       for e in range(args.epochs)
     ]
-    preprocess[t] = time.perf_counter() - t0
+    preprocess[t] = preprocess_clock()
 
   init = skipgram.init_params(keys["init"], corpus.vocab_size, args.dim)
   untrained = measures(init.input, corpus, args, keys["eval"])
@@ -528,7 +527,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     str(t): sum(b.num_pairs for b in epochs_by_threshold[t]) / args.epochs for t in thresholds
   }
   config = {k: v for k, v in vars(args).items() if k not in ("out", "quiet", "no_plots")}
-  config.update(backend=jax.default_backend(), seconds=round(time.perf_counter() - start, 1))
+  config.update(backend=jax.default_backend(), seconds=round(clock(), 1))
   result = {
     "config": config,
     "corpus": {
@@ -544,8 +543,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     "rows": rows,
   }
   write_csv(rows, os.path.join(args.out, "skipgram.csv"), COLUMNS)
-  with open(os.path.join(args.out, "skipgram.json"), "w") as fh:
-    json.dump(result, fh, indent=1)
+  write_json(result, os.path.join(args.out, "skipgram.json"))
   if not args.no_plots:
     shown = "default" if "default" in trained else args.configs[0]
     plot(result, trained[shown].input, corpus, os.path.join(args.out, "skipgram.png"))

@@ -2,16 +2,24 @@ r"""Wall-clock speed of gradest's estimators against hand-written references and
 
 Run with ``python -m benchmarks.speed`` (``--help`` lists the flags).
 
-Problem: a ``D``-dimensional diagonal Gaussian with parameters
-``{"mu": (D,), "log_sigma": (D,)}`` and ``dist_fn = lambda p:
-gradest.distributions.Normal(p["mu"], jnp.exp(p["log_sigma"]))``, a cost applied to one
-sample (:data:`COSTS`; the default is :math:`f(x) = \sum_d \cos x_d`), ``D`` in
-``{10, 1000, 100000}`` and ``N`` in ``{100, 10000}`` samples.
+Problems: a ``D``-dimensional diagonal Gaussian, ``dist_fn = lambda p:
+gradest.distributions.Normal(p["mu"], sigma)``, and a cost applied to one sample
+(:data:`COSTS`, chosen with ``--costs``; both of these run by default):
+
+* ``cos``: :math:`f(x) = \sum_d \cos x_d`, parameters ``{"mu": (D,), "log_sigma":
+  (D,)}`` and ``sigma = exp(log_sigma)``;
+* ``squares``: :math:`f(x) = \sum_d x_d^2`, the mean only, ``{"mu": (D,)}``, with
+  ``sigma`` fixed at 0.5 (:data:`FIXED_SIGMA`).
+
+Both costs are sums over coordinates; they differ in what optax's forward-mode
+jacobians pay for (see "Known results"). The cells are ``D`` in ``{10, 1000,
+100000}`` with ``N`` in ``{100, 10000}`` samples, and ``D = N = 1000`` (``--cells``,
+or ``--dims`` with ``--samples``, choose others).
 
 Estimators: the score function (plain, and with the leave-one-out baseline), the
-pathwise estimator and the coupled measure-valued estimator, each in both gradest
-modes: ``return_per_sample=True`` (``N x D`` per-sample gradients per leaf) and
-``return_per_sample=False`` (the mean only).
+pathwise estimator and (``cos`` only) the coupled measure-valued estimator, each in
+both gradest modes: ``return_per_sample=True`` (``N x D`` per-sample gradients per
+leaf) and ``return_per_sample=False`` (the mean only).
 
 Each gradest call is timed against
 
@@ -29,23 +37,23 @@ Each gradest call is timed against
    and makes the command exit with status 1;
 2. **optax 0.2.6's** ``optax.monte_carlo`` (``score_function_jacobians``,
    ``pathwise_jacobians``, ``measure_valued_jacobians`` with
-   ``optax._src.utils.multi_normal``), when it is importable, in the per-sample rows
-   only: optax always forms the ``N x D`` jacobians and has no leave-one-out
-   baseline. It draws its own samples (one ``normal`` call), so its values are not
-   compared.
+   ``optax._src.utils.multi_normal``; for ``squares`` a builder with the fixed
+   log-scale), when it is importable, in the per-sample rows only: optax always forms
+   the ``N x D`` jacobians and has no leave-one-out baseline. It draws its own samples
+   (one ``normal`` call), so its values are not compared.
 
-Timing: every function is jitted and compiled once, ahead of time (compilation is not
-timed); the compiled executables are then run ``--repeats`` times each (fewer, but at
-least 3, when a cell would take more than ``--cell-budget`` seconds), interleaved in a
-rotating order so that machine noise hits all implementations alike. Each
-measurement calls the function enough times to last at least ``--min-time`` seconds
-and blocks on the result (``jax.block_until_ready``). The time per call is the
-minimum over the repeats (``--statistic``; noise from other processes only adds
-time, so the minimum is the most repeatable figure on a shared machine); medians are
-written too. Ratios (``gradest/reference``, target at most 1.2, and
-``optax/gradest``, target above 1) compare times measured in the same run. At
-``D = 10`` a call takes about 0.1 ms and is dominated by dispatch, so ratios there
-move by +-20% between runs.
+Timing (:mod:`benchmarks.common`): every function is jitted and compiled once, ahead
+of time (compilation is not timed); the compiled executables are then run
+``--repeats`` times each (fewer, but at least 3, when a cell would take more than
+``--cell-budget`` seconds), interleaved in a rotating order so that machine noise hits
+all implementations alike. Each measurement calls the function enough times (chosen
+for each function from its first call) to last at least ``--min-time`` seconds and
+blocks on the result (``jax.block_until_ready``). The time per call is the minimum
+over the repeats (``--statistic``; noise from other processes only adds time, so the
+minimum is the most repeatable figure on a shared machine); medians are written too.
+Ratios (``gradest/reference``, target at most 1.1, and ``optax/gradest``, target
+above 1) compare times measured in the same run. At ``D = 10`` a call takes about
+0.1 ms and is dominated by dispatch, so ratios there move by +-20% between runs.
 
 Skipped cells (each with its reason in the table and the outputs):
 
@@ -55,29 +63,41 @@ Skipped cells (each with its reason in the table and the outputs):
   evaluates an ``O(D)`` cost ``4 N D`` times, so its work is ``O(N D^2)`` for every
   implementation. Only ``D = 10`` runs by default; ``--mvd-max-work 1e8`` adds
   ``D = 1000, N = 100`` (about 3 s per call on 2 cores, 1.5 minutes more);
-* programs that need more than ``--max-gb`` (default 4) GB: checked before compiling
+* optax in cells with ``N D^2 > --optax-max-work`` (default ``1e9``, so optax runs up
+  to ``D = N = 1000``): ``jax.jacfwd`` pushes one tangent per parameter coordinate
+  through the ``N x D`` samples, ``O(N D^2)`` work (a single call at ``D = 1000,
+  N = 10000`` would take more than a minute);
+* programs that need more than ``--max-gb`` (default 6) GB: checked before compiling
   from the ``N x D`` samples and noise (so the mean-mode cells with ``N = 10000,
   D = 100000``, 4 GB per array, are skipped; ``--max-gb 20`` runs them on a machine
-  with the memory, at several seconds per call) and from optax's forward-mode
-  jacobians (``jax.jacfwd`` pushes ``2D`` tangents through ``N x D`` samples:
-  ``N x D x D`` intermediates), then after compiling from XLA's
+  with the memory, at several seconds per call), then after compiling from XLA's
   ``memory_analysis()``.
 
 Outputs (in ``--out``, default ``bench_out/speed``): ``speed.csv``, ``speed.json``
 (results and the run's settings, versions and runtime) and ``speed.png`` (both
 ratios per cell, log scale, with the targets).
 
-The default run takes 3 to 5 minutes on a 2-core CPU (shared with other jobs), more
-than half of it compiling; its peak memory is about 1 GB. ``--quick`` (one tiny
-configuration, compiled with XLA's backend optimizations off) takes 15-20 s and is
-what the test-suite runs; its times mean nothing, its correctness checks do.
+The default run (both costs, 98 cells of which 76 are timed) does about 450 CPU-seconds
+of work, more than half of it compiling: about 4 to 8 minutes of wall time on 2 idle
+cores, 12.6 and 17.5 minutes on 2 cores shared with other jobs (load average 8-14); its peak
+memory is about 1.6 GB. ``--quick`` (one tiny configuration, compiled with XLA's backend
+optimizations off) does about 20 CPU-seconds of work and is what the test-suite runs;
+its times mean nothing, its correctness checks do.
 
-Known result (jaxlib 0.10 on CPU): at ``D = 100000, N = 100`` gradest's score-function
-and pathwise estimators take 1.2-1.8x the reference's time. XLA lowers a sum over
-the short leading (sample) axis of a wide array to a YNNPACK reduce fusion that is
-slow for that shape; gradest's sums over samples (``jnp.mean(per_sample, 0)`` and the
-transposes of ``vmap``'s broadcasts under ``jax.grad``) take that path while the
-reference's contractions do not. With
+Known results (jaxlib 0.10 on CPU): optax's forward-mode jacobians do ``O(N D^2)`` work
+against gradest's ``O(N D)``, so ``optax/gradest`` grows with ``D``, but by how much
+depends on the cost. With ``cos`` the ``D`` (or ``2D``) tangents pushed through the ``N
+x D`` samples are expensive per element (the fused loops appear to recompute the sine
+for every tangent); with ``squares`` a tangent is a multiply-add, and for the pathwise
+estimator XLA fuses it well, so optax is only a few times slower there (2.7-4.1x at ``D
+= N = 1000``, against 29-53x for the score function, and 79-122x and 184-216x for the
+score function and the pathwise estimator on ``cos``; minimum times from several runs on
+a 2-core machine shared with other jobs). At ``D = 100000, N = 100`` gradest's
+score-function and pathwise estimators have taken 1.2-1.8x the reference's time. XLA
+lowers a sum over the short leading (sample) axis of a wide array to a YNNPACK reduce
+fusion that is slow for that shape; gradest's sums over samples (``jnp.mean(per_sample,
+0)`` and the transposes of ``vmap``'s broadcasts under ``jax.grad``) take that path
+while the reference's contractions do not. With
 ``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-reduce`` both run at the same
 speed.
 """
@@ -85,15 +105,11 @@ speed.
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
-import json
 import math
 import os
 import platform
-import statistics
 import sys
-import time
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -104,6 +120,14 @@ import numpy as np
 from tqdm import tqdm
 
 import gradest
+from benchmarks.common import (
+  Stopwatch,
+  compile_ahead,
+  pyplot,
+  time_interleaved,
+  write_csv,
+  write_json,
+)
 from gradest.distributions import Normal
 
 ESTIMATORS = ("score", "score_loo", "pathwise", "measure_valued")
@@ -113,10 +137,12 @@ RATIOS = ("gradest_over_reference", "optax_over_gradest")
 
 FULL_DIMS = (10, 1000, 100_000)
 FULL_SAMPLES = (100, 10_000)
+# Every D with every N, and D = N = 1000 (where optax's N D^2 jacobians still fit in time).
+FULL_CELLS = (*((d, n) for d in FULL_DIMS for n in FULL_SAMPLES), (1000, 1000))
 QUICK_DIMS = (5,)
 QUICK_SAMPLES = (16,)
 
-TARGET_REFERENCE_RATIO = 1.2  # gradest / reference should be at most this.
+TARGET_REFERENCE_RATIO = 1.1  # gradest / reference should be at most this.
 TARGET_OPTAX_RATIO = 1.0  # optax / gradest should be above this.
 
 # Elements of measure-valued inputs materialized at once by the reference; the same
@@ -134,19 +160,26 @@ Outputs = tuple[Any, Any, Any]  # (grad, per_sample or None, values or None)
 
 @dataclasses.dataclass(frozen=True)
 class Cost:
-  """A separable cost :math:`f(x) = \\sum_d c(x_d)`.
+  """A cost :math:`f(x) = \\sum_d c(x_d)` and the parameters its gradient is taken for.
 
   Attributes:
     name: its name on the command line.
     f: one sample ``(D,)`` to a scalar (what gradest and optax are given).
     batched: ``(..., D)`` to ``(...)``, ``f`` over the last axis (for the references).
     derivative: the elementwise derivative :math:`c'(x)` (for the pathwise reference).
+    params: ``("mu", "log_sigma")`` (the mean and the log-scale are parameters) or
+      ``("mu",)`` (the mean only; the scale is fixed at :data:`FIXED_SIGMA`).
+    estimators: the estimators timed on it.
+    label: a short description for the table.
   """
 
   name: str
   f: Callable[[Array], Array]
   batched: Callable[[Array], Array]
   derivative: Callable[[Array], Array]
+  params: tuple[str, ...] = ("mu", "log_sigma")
+  estimators: tuple[str, ...] = ESTIMATORS
+  label: str = ""
 
 
 COSTS = {
@@ -155,32 +188,53 @@ COSTS = {
     f=lambda x: jnp.sum(jnp.cos(x)),
     batched=lambda x: jnp.sum(jnp.cos(x), axis=-1),
     derivative=lambda x: -jnp.sin(x),
+    label="f(x) = sum_d cos x_d, parameters mu and log_sigma",
+  ),
+  "squares": Cost(
+    "squares",
+    f=lambda x: jnp.sum(jnp.square(x)),
+    batched=lambda x: jnp.sum(jnp.square(x), axis=-1),
+    derivative=lambda x: 2.0 * x,
+    params=("mu",),
+    estimators=("score", "score_loo", "pathwise"),
+    label="f(x) = sum_d x_d^2, parameter mu (sigma fixed at 0.5)",
   ),
   "quadratic": Cost(
     "quadratic",
     f=lambda x: 0.5 * jnp.sum(jnp.square(x)),
     batched=lambda x: 0.5 * jnp.sum(jnp.square(x), axis=-1),
     derivative=lambda x: x,
+    label="f(x) = sum_d x_d^2 / 2, parameters mu and log_sigma",
   ),
 }
+DEFAULT_COSTS = ("cos", "squares")
+
+# The scale of the mean-only parameterization.
+FIXED_SIGMA = 0.5
+
+
+def _sigma(params: dict[str, Array]) -> Array:
+  if "log_sigma" in params:
+    return jnp.exp(params["log_sigma"])
+  return jnp.full_like(params["mu"], FIXED_SIGMA)
 
 
 def dist_fn(params: dict[str, Array]) -> Normal:
-  """``params -> Normal(mu, exp(log_sigma))``, the distribution every estimator gets."""
-  return Normal(params["mu"], jnp.exp(params["log_sigma"]))
+  """``params -> Normal(mu, sigma)``, the distribution every estimator gets.
+
+  ``sigma = exp(log_sigma)`` when ``log_sigma`` is a parameter, else :data:`FIXED_SIGMA`.
+  """
+  return Normal(params["mu"], _sigma(params))
 
 
-def make_params(dim: int, seed: int) -> dict[str, Array]:
-  """Deterministic parameters: ``mu ~ 0.5 N(0, 1)``, ``sigma`` around 0.5."""
+def make_params(dim: int, seed: int, names: Sequence[str] = ("mu", "log_sigma")) -> dict:
+  """Deterministic parameters ``names``: ``mu ~ 0.5 N(0, 1)``, ``sigma`` around 0.5."""
   k_mu, k_sigma = jax.random.split(jax.random.key(seed + 1))
-  return {
+  params = {
     "mu": 0.5 * jax.random.normal(k_mu, (dim,), jnp.float32),
     "log_sigma": math.log(0.5) + 0.1 * jax.random.normal(k_sigma, (dim,), jnp.float32),
   }
-
-
-def _mean_tree(tree: Any) -> Any:
-  return jax.tree.map(lambda x: jnp.mean(x, axis=0), tree)
+  return {name: params[name] for name in names}
 
 
 def sample_mean(x: Array) -> Array:
@@ -238,26 +292,30 @@ def _per_sample_normals(key: Array, num_samples: int, dim: int) -> tuple[Array, 
   return keys, eps
 
 
-def _finish(g_mu: Array, g_log_sigma: Array, values: Array, per_sample: bool) -> Outputs:
-  """Outputs from ``(N, D)`` per-sample terms."""
-  ps = {"mu": g_mu, "log_sigma": g_log_sigma}
+def _finish(g_mu: Array, g_log_sigma: Array | None, values: Array, per_sample: bool) -> Outputs:
+  """Outputs from ``(N, D)`` per-sample terms (``g_log_sigma`` None: the mean only)."""
+  ps = {"mu": g_mu} if g_log_sigma is None else {"mu": g_mu, "log_sigma": g_log_sigma}
   return jax.tree.map(sample_mean, ps), (ps if per_sample else None), values
 
 
 def reference_score(num_samples: int, cost: Cost, per_sample: bool, loo: bool):
   n = num_samples
 
+  scale = "log_sigma" in cost.params
+
   def fn(params, key):
-    mu, log_sigma = params["mu"], params["log_sigma"]
-    sigma = jnp.exp(log_sigma)
+    mu, sigma = params["mu"], _sigma(params)
     _, eps = _per_sample_normals(key, n, mu.shape[0])
     x = mu + sigma * eps
     values = cost.batched(x)
     w = values - (jnp.sum(values) - values) / (n - 1) if loo else values
     z = (x - mu) / sigma
     if per_sample:
-      return _finish(w[:, None] * z / sigma, w[:, None] * (z * z - 1.0), values, True)
-    grad = {"mu": (w @ z) / (n * sigma), "log_sigma": (w @ (z * z - 1.0)) / n}
+      g_scale = w[:, None] * (z * z - 1.0) if scale else None
+      return _finish(w[:, None] * z / sigma, g_scale, values, True)
+    grad = {"mu": (w @ z) / (n * sigma)}
+    if scale:
+      grad["log_sigma"] = (w @ (z * z - 1.0)) / n
     return grad, None, values
 
   return fn
@@ -266,16 +324,19 @@ def reference_score(num_samples: int, cost: Cost, per_sample: bool, loo: bool):
 def reference_pathwise(num_samples: int, cost: Cost, per_sample: bool):
   n = num_samples
 
+  scale = "log_sigma" in cost.params
+
   def fn(params, key):
-    mu, log_sigma = params["mu"], params["log_sigma"]
-    sigma = jnp.exp(log_sigma)
+    mu, sigma = params["mu"], _sigma(params)
     _, eps = _per_sample_normals(key, n, mu.shape[0])
     x = mu + sigma * eps
     values = cost.batched(x)
     df = cost.derivative(x)
     if per_sample:
-      return _finish(df, df * eps * sigma, values, True)
-    grad = {"mu": sample_mean(df), "log_sigma": sample_mean(df * eps) * sigma}
+      return _finish(df, df * eps * sigma if scale else None, values, True)
+    grad = {"mu": sample_mean(df)}
+    if scale:
+      grad["log_sigma"] = sample_mean(df * eps) * sigma
     return grad, None, values
 
   return fn
@@ -361,10 +422,15 @@ def _optax_monte_carlo():
 
 
 def optax_fn(estimator: str, num_samples: int, cost: Cost):
-  """``(params, key) -> (grad, per_sample, None)`` through ``optax.monte_carlo``.
+  """``(params, key) -> (None, per_sample, None)`` through ``optax.monte_carlo``.
 
-  optax has only one mode: it forms the ``N x D`` per-sample jacobians (``grad`` is
-  their mean), so it is compared with gradest's ``return_per_sample=True``.
+  optax has only one mode: it forms the ``N x D`` per-sample jacobians, so it is
+  compared with gradest's ``return_per_sample=True``. The timed function returns the
+  jacobians only, what optax returns, and not their mean: in the same jitted program
+  the mean can change how XLA fuses the forward-mode tangents, so that it materializes
+  all ``N x D x D`` of them (at ``D = N = 1000``, the pathwise jacobians of the
+  ``squares`` cost then take 4 GB and about 60 times as long). Leaving the mean out
+  favours optax, never gradest (whose per-sample rows return the mean too).
 
   Returns:
     ``(fn, None)``, or ``(None, reason)`` when optax cannot run this estimator.
@@ -382,25 +448,29 @@ def optax_fn(estimator: str, num_samples: int, cost: Cost):
     return None, "optax.monte_carlo has no leave-one-out baseline"
 
   def fn(params, key):
+    if "log_sigma" in cost.params:
+      args, builder = (params["mu"], params["log_sigma"]), multi_normal
+    else:  # the mean only: the log-scale is a constant of the builder.
+      log_sigma = jnp.full_like(params["mu"], math.log(FIXED_SIGMA))
+      args, builder = (params["mu"],), lambda mu: multi_normal(mu, log_sigma)
     with warnings.catch_warnings():
       warnings.simplefilter("ignore", DeprecationWarning)
-      jac = jacobians(cost.f, (params["mu"], params["log_sigma"]), multi_normal, key, num_samples)
-    ps = {"mu": jac[0], "log_sigma": jac[1]}
-    return _mean_tree(ps), ps, None
+      jac = jacobians(cost.f, args, builder, key, num_samples)
+    ps = dict(zip(cost.params, jac, strict=True))
+    return None, ps, None
 
   return fn, None
 
 
-def optax_bytes_estimate(estimator: str, num_samples: int, dim: int) -> float:
-  """Bytes of optax's largest intermediate (float32), before compiling it.
+def optax_work(num_samples: int, dim: int) -> float:
+  """``N D^2``: optax's work, in multiples of one elementwise operation.
 
-  ``jax.jacfwd`` pushes one tangent per parameter coordinate (``2D``) through the
-  ``N x D`` samples; the measure-valued jacobians tile the samples into ``N x D x D``
-  inputs for each of its four replacement sets.
+  ``jax.jacfwd`` pushes one tangent per parameter coordinate (``D`` or ``2D``) through
+  the ``N x D`` samples (XLA fuses them, so the memory stays small: about 40 MB at
+  ``D = N = 1000``), and the measure-valued jacobians evaluate the cost on ``N x D``
+  inputs of ``D`` coordinates each.
   """
-  if estimator == "measure_valued":
-    return 4.0 * 4 * num_samples * dim * dim
-  return 4.0 * 2 * num_samples * dim * dim
+  return float(num_samples) * dim * dim
 
 
 # --------------------------------------------------------------------------------------
@@ -431,54 +501,6 @@ def max_relative_error(result: Outputs, reference: Outputs) -> float:
   return worst
 
 
-def _timed(fn: Callable[..., Any], args: Sequence[Any], number: int) -> float:
-  start = time.perf_counter()
-  for _ in range(number):
-    out = fn(*args)
-  jax.block_until_ready(out)
-  return (time.perf_counter() - start) / number
-
-
-def time_interleaved(
-  fns: dict[str, Callable[..., Any]],
-  args: Sequence[Any],
-  repeats: int,
-  min_time: float,
-  first_call: dict[str, float],
-  budget: float = math.inf,
-  min_repeats: int = 3,
-  same_number: bool = True,
-) -> dict[str, list[float]]:
-  """Seconds per call of each function, ``repeats`` measurements each, interleaved.
-
-  The functions run in a rotating order within every repeat. Each measurement makes
-  ``number`` calls, chosen from ``first_call`` (seconds of a first, warm call) so that
-  the fastest function's measurement lasts at least ``min_time``; that ``number`` is
-  the same for all functions, or with ``same_number=False`` chosen for each function
-  alone (for functions whose times differ by orders of magnitude). Slow cells take
-  fewer repeats (but at least ``min_repeats``) so that all of them together last about
-  ``budget`` seconds.
-  """
-
-  def calls(seconds: float) -> int:
-    return int(min(1000, max(1, math.ceil(min_time / max(seconds, 1e-7)))))
-
-  fastest = min(first_call.values())
-  number = {
-    name: calls(fastest if same_number else first_call[name]) for name in first_call
-  }
-  per_repeat = sum(number[name] * first_call[name] for name in first_call)
-  if per_repeat * repeats > budget:
-    repeats = max(min(repeats, min_repeats), int(budget // per_repeat))
-  names = list(fns)
-  times = {name: [] for name in names}
-  for r in range(repeats):
-    shift = r % len(names)
-    for name in names[shift:] + names[:shift]:
-      times[name].append(_timed(fns[name], args, number[name]))
-  return times
-
-
 # --------------------------------------------------------------------------------------
 # The run.
 # --------------------------------------------------------------------------------------
@@ -488,11 +510,10 @@ def time_interleaved(
 class Settings:
   """What to run and how (see :func:`parse_args` for the meaning of each field)."""
 
-  dims: tuple[int, ...]
-  samples: tuple[int, ...]
+  cells: tuple[tuple[int, int], ...]  # (D, N) pairs
   estimators: tuple[str, ...]
   modes: tuple[str, ...]
-  cost: str
+  costs: tuple[str, ...]
   repeats: int
   min_time: float
   cell_budget: float
@@ -503,6 +524,7 @@ class Settings:
   mvd_max_work: float
   check_rtol: float
   use_optax: bool
+  optax_max_work: float = 1e9
   fast_compile: bool = False
 
 
@@ -527,29 +549,8 @@ def _skip_reason(settings: Settings, estimator: str, mode: str, dim: int, n: int
   return None
 
 
-# XLA's backend optimizations off: about 3x faster compilation, slower programs.
-FAST_COMPILE_OPTIONS = {"xla_backend_optimization_level": 0}
-
-
-def _compile(fn: Callable[..., Any], args: Sequence[Any], fast: bool = False):
-  """Ahead-of-time compilation; returns ``(compiled, bytes needed, seconds)``."""
-  start = time.perf_counter()
-  with warnings.catch_warnings():
-    warnings.simplefilter("ignore", DeprecationWarning)
-    lowered = jax.jit(fn).lower(*args)
-    compiled = lowered.compile(FAST_COMPILE_OPTIONS) if fast else lowered.compile()
-  seconds = time.perf_counter() - start
-  needed = math.nan
-  try:
-    stats = compiled.memory_analysis()
-    needed = float(stats.temp_size_in_bytes + stats.output_size_in_bytes)
-  except Exception:  # noqa: BLE001 - memory analysis is optional on some backends.
-    pass
-  return compiled, needed, seconds
-
-
-def _blank_row(estimator: str, mode: str, dim: int, n: int) -> dict[str, Any]:
-  row: dict[str, Any] = dict(estimator=estimator, mode=mode, dim=dim, num_samples=n)
+def _blank_row(cost: str, estimator: str, mode: str, dim: int, n: int) -> dict[str, Any]:
+  row: dict[str, Any] = dict(cost=cost, estimator=estimator, mode=mode, dim=dim, num_samples=n)
   for impl in IMPLS:
     row[f"{impl}_ms"] = row[f"{impl}_median_ms"] = math.nan
   for ratio in RATIOS:
@@ -567,7 +568,7 @@ def run_cell(
   n: int,
   keep_outputs: bool = False,
 ) -> dict[str, Any]:
-  """Compiles, checks and times one (estimator, mode, D, N) cell.
+  """Compiles, checks and times one (cost, estimator, mode, D, N) cell.
 
   Returns:
     A row: milliseconds per call of each implementation (``<impl>_ms`` by
@@ -579,7 +580,7 @@ def run_cell(
     reference's ``(grad, per_sample, values)`` from the same key, as NumPy arrays.
   """
   per_sample = mode == "per_sample"
-  row = _blank_row(estimator, mode, dim, n)
+  row = _blank_row(cost.name, estimator, mode, dim, n)
   notes = []
   reason = _skip_reason(settings, estimator, mode, dim, n)
   if reason is not None:
@@ -587,7 +588,7 @@ def run_cell(
     return row
 
   max_bytes = settings.max_gb * 1e9
-  params = make_params(dim, settings.seed)
+  params = make_params(dim, settings.seed, cost.params)
   key = jax.random.key(settings.seed)
   args = (params, key)
   candidates = {
@@ -596,13 +597,11 @@ def run_cell(
   }
   if settings.use_optax and per_sample:
     fn, why = optax_fn(estimator, n, cost)
-    if fn is not None and optax_bytes_estimate(estimator, n, dim) > max_bytes:
+    if fn is not None and optax_work(n, dim) > settings.optax_max_work:
       fn, why = (
         None,
-        (
-          f"its N x D x D jacobian intermediates need about "
-          f"{optax_bytes_estimate(estimator, n, dim) / 1e9:.0f} GB > --max-gb {settings.max_gb:g}"
-        ),
+        f"its forward-mode jacobians do N D^2 = {optax_work(n, dim):.0e} work > "
+        f"--optax-max-work {settings.optax_max_work:.0e}",
       )
     if fn is None:
       notes.append(f"optax skipped: {why}")
@@ -611,7 +610,7 @@ def run_cell(
 
   compiled, compile_s = {}, 0.0
   for impl, fn in candidates.items():
-    exe, needed, seconds = _compile(fn, args, settings.fast_compile)
+    exe, seconds, needed = compile_ahead(fn, args, fast=settings.fast_compile)
     compile_s += seconds
     if needed > max_bytes:
       notes.append(f"{impl} skipped: needs {needed / 1e9:.1f} GB > --max-gb {settings.max_gb:g}")
@@ -626,9 +625,9 @@ def run_cell(
   # A first (warm-up) call of each; gradest and the reference must agree.
   first_call, outputs = {}, {}
   for impl, exe in compiled.items():
-    start = time.perf_counter()
+    clock = Stopwatch()
     out = jax.block_until_ready(exe(*args))
-    first_call[impl] = time.perf_counter() - start
+    first_call[impl] = clock()
     if impl != "optax":
       outputs[impl] = jax.device_get(out)
     del out
@@ -644,14 +643,15 @@ def run_cell(
     row["outputs"] = outputs
   del outputs
 
+  # Each function makes the number of calls its own time needs: optax can be 1000 times
+  # slower than gradest.
   times = time_interleaved(
     compiled, args, settings.repeats, settings.min_time, first_call, settings.cell_budget
   )
-  pick = min if settings.statistic == "min" else statistics.median
-  for impl, ts in times.items():
-    row[f"{impl}_ms"] = 1e3 * pick(ts)
-    row[f"{impl}_median_ms"] = 1e3 * statistics.median(ts)
-  row["repeats"] = len(times["gradest"])
+  for impl, t in times.items():
+    row[f"{impl}_ms"] = 1e3 * t.statistic(settings.statistic)
+    row[f"{impl}_median_ms"] = 1e3 * t.median
+  row["repeats"] = times["gradest"].repeats
   for suffix in ("", "_median"):
     row["gradest_over_reference" + suffix] = (
       row[f"gradest{suffix}_ms"] / row[f"reference{suffix}_ms"]
@@ -665,19 +665,23 @@ def run_cell(
 def run(
   settings: Settings, progress: bool = True, keep_outputs: bool = False
 ) -> list[dict[str, Any]]:
-  """Runs every (D, N, estimator, mode) cell; see :func:`run_cell` for the rows."""
-  cost = COSTS[settings.cost]
+  """Runs every (cost, D, N, estimator, mode) cell; see :func:`run_cell` for the rows.
+
+  Each cost runs the estimators of ``settings.estimators`` that it lists
+  (:attr:`Cost.estimators`).
+  """
   cells = [
-    (estimator, mode, dim, n)
-    for dim in settings.dims
-    for n in settings.samples
+    (COSTS[name], estimator, mode, dim, n)
+    for name in settings.costs
+    for dim, n in settings.cells
     for estimator in settings.estimators
+    if estimator in COSTS[name].estimators
     for mode in settings.modes
   ]
   rows = []
   bar = tqdm(cells, desc="speed", disable=not progress, file=sys.stderr)
-  for estimator, mode, dim, n in bar:
-    bar.set_postfix_str(f"{estimator} {mode} D={dim} N={n}")
+  for cost, estimator, mode, dim, n in bar:
+    bar.set_postfix_str(f"{cost.name} {estimator} {mode} D={dim} N={n}")
     rows.append(run_cell(settings, cost, estimator, mode, dim, n, keep_outputs))
   return rows
 
@@ -687,6 +691,7 @@ def run(
 # --------------------------------------------------------------------------------------
 
 CSV_FIELDS = (
+  "cost",
   "estimator",
   "mode",
   "dim",
@@ -716,7 +721,7 @@ def _fmt(x: Any, spec: str) -> str:
 
 
 def format_table(rows: Sequence[dict[str, Any]], statistic: str = "min") -> str:
-  """The results as a fixed-width text table (times in ms per call)."""
+  """The results as a fixed-width text table (times in ms per call), one part per cost."""
   header = (
     f"{'estimator':<15}{'mode':<11}{'D':>7}{'N':>7}{'gradest':>11}{'reference':>11}"
     f"{'optax':>11}{'g/ref':>7}{'(med)':>7}{'opt/g':>8}{'(med)':>8}{'rel err':>9}  note"
@@ -725,12 +730,18 @@ def format_table(rows: Sequence[dict[str, Any]], statistic: str = "min") -> str:
     f"ms per call ({statistic} of the repeats); g/ref = gradest / reference (target <= "
     f"{TARGET_REFERENCE_RATIO}), opt/g = optax / gradest (target > {TARGET_OPTAX_RATIO}); "
     "(med): the same ratio from medians",
-    header,
-    "-" * len(header),
   ]
+  cost = None
   for r in rows:
+    if r["cost"] != cost:
+      cost = r["cost"]
+      lines += ["", f"cost {cost}: {COSTS[cost].label}", header, "-" * len(header)]
     ratio = r["gradest_over_reference"]
-    flag = "(> 1.2)" if math.isfinite(ratio) and ratio > TARGET_REFERENCE_RATIO else ""
+    flag = (
+      f"(> {TARGET_REFERENCE_RATIO})"
+      if math.isfinite(ratio) and ratio > TARGET_REFERENCE_RATIO
+      else ""
+    )
     note = r["note"] if r["check"] in ("ok", "skipped") else f"{r['check']}; {r['note']}"
     lines.append(
       f"{r['estimator']:<15}{r['mode']:<11}{r['dim']:>7}{r['num_samples']:>7}"
@@ -743,45 +754,28 @@ def format_table(rows: Sequence[dict[str, Any]], statistic: str = "min") -> str:
   return "\n".join(lines)
 
 
-def write_csv(rows: Sequence[dict[str, Any]], path: str) -> None:
-  with open(path, "w", newline="") as fh:
-    writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS, extrasaction="ignore")
-    writer.writeheader()
-    for r in rows:
-      writer.writerow({k: r.get(k, math.nan) for k in CSV_FIELDS})
-
-
-def _json_safe(x: Any) -> Any:
-  if isinstance(x, float) and not math.isfinite(x):
-    return None
-  return x
-
-
-def write_json(rows: Sequence[dict[str, Any]], meta: dict[str, Any], path: str) -> None:
-  results = [{k: _json_safe(v) for k, v in r.items() if k != "outputs"} for r in rows]
-  payload = dict(meta=meta, results=results)
-  with open(path, "w") as fh:
-    json.dump(payload, fh, indent=2)
-
-
 def plot(rows: Sequence[dict[str, Any]], path: str, statistic: str = "min") -> None:
   """Both ratios per timed cell: bars from 1 on a log scale, values printed, targets dashed."""
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = pyplot()
   from matplotlib.patches import Patch
   from matplotlib.ticker import FuncFormatter
 
   timed = [r for r in rows if math.isfinite(r["gradest_over_reference"])]
   if not timed:
     return
-  labels = [f"{r['estimator']} {r['mode']} D={r['dim']} N={r['num_samples']}" for r in timed]
+  labels = [
+    f"{r['cost']} {r['estimator']} {r['mode']} D={r['dim']} N={r['num_samples']}" for r in timed
+  ]
   x = np.arange(len(timed))
   colors = [f"C{ESTIMATORS.index(r['estimator'])}" for r in timed]
   fig, axes = plt.subplots(2, 1, figsize=(max(8.0, 0.38 * len(timed) + 2.5), 9.0), sharex=True)
   panels = (
-    ("gradest_over_reference", "gradest / reference", TARGET_REFERENCE_RATIO, "target <= 1.2"),
+    (
+      "gradest_over_reference",
+      "gradest / reference",
+      TARGET_REFERENCE_RATIO,
+      f"target <= {TARGET_REFERENCE_RATIO}",
+    ),
     ("optax_over_gradest", "optax / gradest", TARGET_OPTAX_RATIO, "target > 1"),
   )
   for ax, (field, title, target, target_label) in zip(axes, panels, strict=True):
@@ -805,7 +799,7 @@ def plot(rows: Sequence[dict[str, Any]], path: str, statistic: str = "min") -> N
     lo = min([0.5, *(finite / 1.3)])
     hi = max([2.0, *(finite * 1.5)])
     ax.set_ylim(lo, hi)
-    ticks = (0.1, 0.25, 0.5, 0.75, 1, 1.2, 1.5, 2, 3, 5, 10, 30, 100, 300, 1000, 3000)
+    ticks = (0.1, 0.25, 0.5, 0.75, 1, 1.1, 1.5, 2, 3, 5, 10, 30, 100, 300, 1000, 3000)
     if hi / lo > 20:  # a wide range: fewer ticks
       ticks = (0.1, 0.5, 1, 3, 10, 30, 100, 300, 1000, 3000)
     ax.set_yticks([t for t in ticks if lo <= t <= hi])
@@ -834,6 +828,16 @@ def _int_list(text: str) -> tuple[int, ...]:
   return tuple(int(float(v)) for v in text.split(",") if v)
 
 
+def _cell_list(text: str) -> tuple[tuple[int, int], ...]:
+  cells = []
+  for item in (v for v in text.split(",") if v):
+    dim, sep, n = item.lower().partition("x")
+    if not sep:
+      raise argparse.ArgumentTypeError(f"cells are DxN (e.g. 1000x1000), got {item!r}")
+    cells.append((int(float(dim)), int(float(n))))
+  return tuple(cells)
+
+
 def _name_list(choices: Sequence[str]) -> Callable[[str], tuple[str, ...]]:
   def parse(text: str) -> tuple[str, ...]:
     names = tuple(v for v in text.split(",") if v)
@@ -853,8 +857,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   p.add_argument(
     "--quick", action="store_true", help="one tiny configuration, fast compilation (for the tests)"
   )
-  p.add_argument("--dims", type=_int_list, help="comma-separated D values (default 10,1000,1e5)")
+  p.add_argument(
+    "--dims",
+    type=_int_list,
+    help="comma-separated D values, run with every --samples value (default 10,1000,1e5)",
+  )
   p.add_argument("--samples", type=_int_list, help="comma-separated N values (default 100,1e4)")
+  p.add_argument(
+    "--cells",
+    type=_cell_list,
+    help="comma-separated DxN cells instead of --dims x --samples (e.g. 1000x1000,10x100); "
+    "default: every D with every N, and 1000x1000",
+  )
   p.add_argument(
     "--estimators",
     type=_name_list(ESTIMATORS),
@@ -864,7 +878,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   p.add_argument(
     "--modes", type=_name_list(MODES), default=MODES, help="per_sample, mean or both (default)"
   )
-  p.add_argument("--cost", choices=sorted(COSTS), default="cos", help="the cost f (default cos)")
+  p.add_argument(
+    "--costs",
+    type=_name_list(tuple(COSTS)),
+    default=DEFAULT_COSTS,
+    help=f"comma-separated costs from {','.join(COSTS)} (default {','.join(DEFAULT_COSTS)})",
+  )
   p.add_argument("--repeats", type=int, default=None, help="measurements per function (5)")
   p.add_argument(
     "--min-time", type=float, default=None, help="seconds per measurement, at least (0.02)"
@@ -886,7 +905,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     "--out", default=os.path.join("bench_out", "speed"), help="output folder (bench_out/speed)"
   )
   p.add_argument(
-    "--max-gb", type=float, default=4.0, help="skip programs needing more GB of memory (4)"
+    "--max-gb", type=float, default=6.0, help="skip programs needing more GB of memory (6)"
   )
   p.add_argument(
     "--per-sample-max-elements",
@@ -908,6 +927,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   )
   p.add_argument("--no-optax", action="store_true", help="do not time optax.monte_carlo")
   p.add_argument(
+    "--optax-max-work",
+    type=float,
+    default=1e9,
+    help="largest N*D^2 timed for optax's forward-mode jacobians (1e9: up to D=N=1000)",
+  )
+  p.add_argument(
     "--fast-compile",
     action="store_true",
     help="compile with XLA's backend optimizations off (implied by --quick; times not meaningful)",
@@ -921,12 +946,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
+  if args.cells:
+    cells = args.cells
+  elif args.quick or args.dims or args.samples:
+    dims = args.dims or (QUICK_DIMS if args.quick else FULL_DIMS)
+    samples = args.samples or (QUICK_SAMPLES if args.quick else FULL_SAMPLES)
+    cells = tuple((d, n) for d in dims for n in samples)
+  else:
+    cells = FULL_CELLS
   return Settings(
-    dims=args.dims or (QUICK_DIMS if args.quick else FULL_DIMS),
-    samples=args.samples or (QUICK_SAMPLES if args.quick else FULL_SAMPLES),
+    cells=cells,
     estimators=tuple(args.estimators),
     modes=tuple(args.modes),
-    cost=args.cost,
+    costs=tuple(args.costs),
     repeats=args.repeats or (3 if args.quick else 5),
     min_time=args.min_time if args.min_time is not None else (0.002 if args.quick else 0.02),
     cell_budget=args.cell_budget,
@@ -937,6 +969,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     mvd_max_work=args.mvd_max_work,
     check_rtol=args.check_rtol,
     use_optax=not args.no_optax,
+    optax_max_work=args.optax_max_work,
     fast_compile=args.quick or args.fast_compile,
   )
 
@@ -945,9 +978,9 @@ def run_from_args(args: argparse.Namespace, keep_outputs: bool = False) -> list[
   """Runs the benchmark for parsed arguments, prints the table and writes the outputs."""
   settings = settings_from_args(args)
   os.makedirs(args.out, exist_ok=True)
-  start = time.perf_counter()
+  clock = Stopwatch()
   rows = run(settings, progress=not args.no_progress, keep_outputs=keep_outputs)
-  runtime = time.perf_counter() - start
+  runtime = clock()
 
   print(format_table(rows, settings.statistic))
   print(f"\nruntime {runtime:.1f} s on {jax.devices()[0].device_kind} ({os.cpu_count()} CPUs)")
@@ -965,8 +998,9 @@ def run_from_args(args: argparse.Namespace, keep_outputs: bool = False) -> list[
       optax_over_gradest=f"> {TARGET_OPTAX_RATIO}",
     ),
   )
-  write_csv(rows, os.path.join(args.out, "speed.csv"))
-  write_json(rows, meta, os.path.join(args.out, "speed.json"))
+  write_csv(rows, os.path.join(args.out, "speed.csv"), CSV_FIELDS)
+  results = [{k: v for k, v in r.items() if k != "outputs"} for r in rows]
+  write_json(dict(meta=meta, results=results), os.path.join(args.out, "speed.json"), indent=2)
   if not args.no_plot:
     plot(rows, os.path.join(args.out, "speed.png"), settings.statistic)
   written = "speed.csv, speed.json" + ("" if args.no_plot else ", speed.png")
@@ -980,7 +1014,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   mismatches = [r for r in rows if r["check"] == "MISMATCH"]
   for r in mismatches:
     print(
-      f"MISMATCH: gradest and the reference disagree for {r['estimator']} {r['mode']} "
+      f"MISMATCH: gradest and the reference disagree for {r['cost']} {r['estimator']} {r['mode']} "
       f"D={r['dim']} N={r['num_samples']} (max relative error {r['max_rel_err']:.2e})",
       file=sys.stderr,
     )

@@ -69,14 +69,11 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import csv
 import dataclasses
 import functools
-import json
 import math
 import os
 import sys
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -86,6 +83,7 @@ import numpy as np
 from tqdm import tqdm
 
 import gradest
+from benchmarks.common import Stopwatch, pyplot, write_csv, write_json
 from gradest.distributions import Normal
 
 # --------------------------------------------------------------------------------------
@@ -685,13 +683,6 @@ def format_table(rows: Sequence[dict]) -> str:
   return "\n".join(lines)
 
 
-def write_csv(rows: Sequence[dict], path: str) -> None:
-  with open(path, "w", newline="") as fh:
-    writer = csv.DictWriter(fh, fieldnames=COLUMNS)
-    writer.writeheader()
-    writer.writerows(rows)
-
-
 def _plot_style():
   return {
     "score": ("tab:blue", "-"),
@@ -706,10 +697,7 @@ def _plot_style():
 
 def plot_cost(rows: Sequence[dict], problem: Problem, config: dict, path: str) -> None:
   """Variance against ``k``: exact values as lines, empirical ones as markers."""
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = pyplot()
 
   style = _plot_style()
   names = problem.param_names
@@ -753,10 +741,7 @@ def plot_cost(rows: Sequence[dict], problem: Problem, config: dict, path: str) -
 
 def plot_seed(rows: Sequence[dict], config: dict, path: str) -> None:
   """Bar chart of the seed example's variances, empirical against exact."""
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = pyplot()
 
   sel = [r for r in rows if r["problem"] == "seed"]
   x = np.arange(len(sel))
@@ -828,7 +813,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
   bar = tqdm(
     total=len(problems) + len(families), desc="variance", disable=args.quiet, file=sys.stderr
   )
-  start = time.perf_counter()
+  clock = Stopwatch()
   # One thread per family of problems (one XLA program each): on a multi-core CPU the
   # compilations overlap with each other and with the quadrature on this thread.
   with concurrent.futures.ThreadPoolExecutor(max_workers=len(families)) as pool:
@@ -864,11 +849,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
       _rows(problem, draws[problem.name], moments[problem.name], args.samples, args.repeats)
     )
   bar.close()
-  config["seconds"] = round(time.perf_counter() - start, 2)
+  config["seconds"] = round(clock(), 2)
 
-  write_csv(rows, os.path.join(args.out, "variance.csv"))
-  with open(os.path.join(args.out, "variance.json"), "w") as fh:
-    json.dump({"config": config, "estimators": ESTIMATORS, "rows": rows}, fh, indent=1)
+  write_csv(rows, os.path.join(args.out, "variance.csv"), COLUMNS)
+  write_json(
+    {"config": config, "estimators": ESTIMATORS, "rows": rows},
+    os.path.join(args.out, "variance.json"),
+  )
   if not args.no_plots:
     for problem in problems:
       sel = [r for r in rows if r["problem"] == problem.name]

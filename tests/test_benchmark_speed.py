@@ -19,7 +19,8 @@ def _assert_same(gradest_out, reference_out, what):
     if r_leaves[part] is None:
       assert g_leaves[part] is None, f"{what}: gradest returned {part} that was not asked for"
       continue
-    for name in ("mu", "log_sigma"):
+    assert set(g_leaves[part]) == set(r_leaves[part]), f"{what} {part}: different parameters"
+    for name in r_leaves[part]:
       g, r = np.asarray(g_leaves[part][name]), np.asarray(r_leaves[part][name])
       assert g.shape == r.shape, f"{what} {part}[{name}]: shapes {g.shape} != {r.shape}"
       np.testing.assert_allclose(
@@ -34,8 +35,11 @@ def test_quick_run_writes_outputs_and_matches_references(tmp_path):
   )
   rows = speed.run_from_args(args, keep_outputs=True)
 
-  expected_cells = len(speed.QUICK_DIMS) * len(speed.QUICK_SAMPLES) * 4 * 2
+  # Both default costs: cos with all 4 estimators, squares with 3 (no measure-valued).
+  assert speed.DEFAULT_COSTS == ("cos", "squares")
+  expected_cells = len(speed.QUICK_DIMS) * len(speed.QUICK_SAMPLES) * (4 + 3) * 2
   assert len(rows) == expected_cells
+  assert {r["cost"] for r in rows} == {"cos", "squares"}
   for name in ("speed.csv", "speed.json", "speed.png"):
     assert (tmp_path / name).stat().st_size > 0, name
   with open(tmp_path / "speed.csv") as fh:
@@ -45,10 +49,13 @@ def test_quick_run_writes_outputs_and_matches_references(tmp_path):
   assert payload["meta"]["runtime_s"] > 0
 
   for row in rows:
-    what = f"{row['estimator']} {row['mode']} D={row['dim']} N={row['num_samples']}"
+    what = f"{row['cost']} {row['estimator']} {row['mode']} D={row['dim']} N={row['num_samples']}"
     assert row["check"] == "ok", f"{what}: {row['check']} {row['note']}"
     assert row["max_rel_err"] <= 1e-4, what
     _assert_same(row["outputs"]["gradest"], row["outputs"]["reference"], what)
+    # The squares cost has the mean as its only parameter (the scale is fixed).
+    params = {"cos": {"mu", "log_sigma"}, "squares": {"mu"}}[row["cost"]]
+    assert set(row["outputs"]["gradest"][0]) == params, what
     for impl in ("gradest", "reference"):
       assert math.isfinite(row[f"{impl}_ms"]) and row[f"{impl}_ms"] > 0, what
     assert math.isfinite(row["gradest_over_reference"]), what
@@ -63,7 +70,7 @@ def test_skip_rules_at_full_size():
   settings = speed.settings_from_args(speed.parse_args([]))
   # Per-sample output of N x D = 1e9 elements per leaf is over the 1e8 budget.
   assert "per-sample" in speed._skip_reason(settings, "score", "per_sample", 100_000, 10_000)
-  # The mean mode there needs the 1e9 samples (4 GB) and their noise: over --max-gb 4.
+  # The mean mode there needs the 1e9 samples (4 GB) and their noise: over --max-gb 6.
   assert "GB" in speed._skip_reason(settings, "score", "mean", 100_000, 10_000)
   big = speed.settings_from_args(speed.parse_args(["--max-gb", "20"]))
   assert speed._skip_reason(big, "score", "mean", 100_000, 10_000) is None
@@ -75,7 +82,21 @@ def test_skip_rules_at_full_size():
   assert speed._skip_reason(more, "measure_valued", "mean", 1000, 100) is None
   assert "O(N D^2)" in speed._skip_reason(more, "measure_valued", "mean", 1000, 10_000)
   assert "O(N D^2)" in speed._skip_reason(settings, "measure_valued", "mean", 100_000, 100)
-  # optax's forward-mode jacobians are N x D x D: 80 GB at D = 1000, N = 10000.
-  assert speed.optax_bytes_estimate("score", 10_000, 1000) > 4e9 * 10
+  # The default grid: every D with every N, and D = N = 1000.
+  assert (1000, 1000) in settings.cells and (100_000, 10_000) in settings.cells
+  assert len(settings.cells) == len(speed.FULL_DIMS) * len(speed.FULL_SAMPLES) + 1
+  assert settings.costs == ("cos", "squares")
+  # optax's forward-mode jacobians do N D^2 work: timed up to D = N = 1000 by default.
+  assert speed.optax_work(1000, 1000) <= settings.optax_max_work
+  assert speed.optax_work(10_000, 1000) > settings.optax_max_work
   row = speed.run_cell(settings, speed.COSTS["cos"], "measure_valued", "mean", 100_000, 100)
   assert row["check"] == "skipped" and row["note"].startswith("skipped:")
+
+
+def test_cells_and_costs_flags():
+  args = speed.parse_args(["--cells", "1000x1000,10x100", "--costs", "squares"])
+  settings = speed.settings_from_args(args)
+  assert settings.cells == ((1000, 1000), (10, 100))
+  assert settings.costs == ("squares",)
+  grid = speed.settings_from_args(speed.parse_args(["--dims", "10,20", "--samples", "5"]))
+  assert grid.cells == ((10, 5), (20, 5))
