@@ -5,7 +5,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gradest._src.base import as_jax_callable, check_scalar_output, open_uniform
+from gradest._src.base import (
+  as_jax_callable,
+  check_baseline,
+  check_cv_coefficient,
+  check_real,
+  check_same_structure,
+  check_scalar_output,
+  open_uniform,
+)
 
 # jax.random.uniform(jax.random.key(4), (2**20,)) is exactly 0 at this index (found by
 # scanning keys 0, 1, ...; about one key in eight has a zero among 2**20 float32 draws).
@@ -90,3 +98,44 @@ def test_open_uniform_upper_clip_is_below_one():
   assert float(u.max()) <= 1.0 - float(jnp.finfo(jnp.float32).epsneg)
   jitted = jax.jit(lambda k: open_uniform(k, (8,), jnp.float32))
   np.testing.assert_array_equal(jitted(jax.random.key(1)), jitted(jax.random.key(1)))
+
+
+def test_check_real_with_an_exclusive_upper_bound():
+  assert check_real(0.5, "decay", below=1.0) == 0.5
+  for bad in (1.0, -0.1, float("nan")):
+    with pytest.raises(ValueError, match=r"decay must be a finite number in \[0.0, 1.0\)"):
+      check_real(bad, "decay", below=1.0)
+  with pytest.raises(TypeError, match="decay must be a Python number"):
+    check_real("0.5x", "decay", below=1.0)
+
+
+@pytest.mark.parametrize("good", [0.5, 2, jnp.float32(0.3), jnp.array(1.0), "optimal"])
+def test_check_cv_coefficient_accepts_a_number_or_optimal(good):
+  check_cv_coefficient(good)
+
+
+def test_check_cv_coefficient_rejects_the_rest():
+  with pytest.raises(ValueError, match="cv_coefficient must be a number or 'optimal'"):
+    check_cv_coefficient("best")
+  with pytest.raises(ValueError, match="cv_coefficient must be a scalar"):
+    check_cv_coefficient(jnp.ones(3))
+  with pytest.raises(TypeError, match="cv_coefficient"):
+    check_cv_coefficient({"a": 1.0})
+
+
+def test_check_same_structure_raises_value_errors():
+  ref = {"a": jnp.ones(2), "b": jnp.ones((3, 1))}
+  check_same_structure({"a": jnp.zeros(2), "b": jnp.zeros((3, 1))}, ref, "updates", "params")
+  with pytest.raises(ValueError, match="structure of params"):
+    check_same_structure({"a": jnp.ones(2)}, ref, "updates", "params")
+  with pytest.raises(ValueError, match=r"leaf shapes of params: got a leaf of shape \(3,\)"):
+    check_same_structure({"a": jnp.ones(2), "b": jnp.ones(3)}, ref, "updates", "params")
+
+
+def test_check_baseline():
+  assert check_baseline("leave_one_out") is True
+  assert check_baseline(None) is False and check_baseline(0.5) is False
+  with pytest.raises(ValueError, match="baseline must be None, a number"):
+    check_baseline("mean")
+  with pytest.raises(ValueError, match="baseline must be a scalar"):
+    check_baseline(jnp.ones(2))

@@ -1,6 +1,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import gradest
 from gradest.distributions import Normal
@@ -32,3 +33,14 @@ def test_optimal_coefficient_recovers_linear_relation(key):
   f = 2.5 * h + 0.01 * jax.random.normal(jax.random.key(1), (1000, 3))
   c = gradest.optimal_coefficient({"a": f}, {"a": h})
   np.testing.assert_allclose(c["a"], 2.5, rtol=1e-2)
+
+
+def test_bad_arguments_name_the_argument():
+  with pytest.raises(ValueError, match="chunk_size"):
+    gradest.hessian_diagonal(jnp.sum, jnp.ones(3), chunk_size=0)
+  with pytest.raises(ValueError, match="per_sample_h must be a pytree with the structure"):
+    gradest.optimal_coefficient({"a": jnp.ones((4, 2))}, [jnp.ones((4, 2))])
+  with pytest.raises(ValueError, match="leaf shapes of per_sample_f"):
+    gradest.optimal_coefficient({"a": jnp.ones((4, 2))}, {"a": jnp.ones((4, 3))})
+  with pytest.raises(ValueError, match=r"decay must be a finite number in \[0.0, 1.0\)"):
+    gradest.moving_average_baseline(decay=-0.1)

@@ -47,6 +47,86 @@ def test_coupling_reduces_variance_near_the_minimum(key):
   assert_smaller_variance(coupled.per_sample, uncoupled.per_sample)
 
 
+# A smooth cost whose delta-method expansion leaves a small third-order remainder.
+def cv_cost(x):
+  return jnp.sum(jnp.sin(x) + 0.1 * x**3)
+
+
+CV_PARAMS = {"mu": jnp.array([0.2, -0.5]), "sigma": jnp.array([0.3, 0.6])}
+
+
+def cv_dist(p):
+  return Normal(p["mu"], p["sigma"])
+
+
+def cv_cost_grad(p):
+  """d/dmu and d/dsigma of E[sin x + 0.1 x^3] = sin(mu) e^{-s^2/2} + 0.1 (mu^3 + 3 mu s^2)."""
+  mu, s = p["mu"], p["sigma"]
+  damp = jnp.exp(-0.5 * s**2)
+  return {
+    "mu": jnp.cos(mu) * damp + 0.3 * (mu**2 + s**2),
+    "sigma": -s * jnp.sin(mu) * damp + 0.6 * mu * s,
+  }
+
+
+@pytest.mark.parametrize("coefficient", [None, 1.0, "optimal"])
+def test_control_variate_keeps_the_estimate_unbiased(coefficient, key):
+  kwargs = {} if coefficient is None else {"control_variate": gradest.delta_method(cv_cost)}
+  est = gradest.measure_valued_grad(
+    cv_cost, cv_dist, CV_PARAMS, key, 4000, cv_coefficient=coefficient or 1.0, **kwargs
+  )
+  assert jax.tree.structure(est.grad) == jax.tree.structure(CV_PARAMS)
+  assert est.values.shape == (4000,)
+  assert_unbiased(est.per_sample, cv_cost_grad(CV_PARAMS))
+
+
+def test_delta_method_lowers_the_variance(key):
+  """f - h is the Taylor remainder of f at mu, of order sigma^3: its weak derivatives are
+  far smaller than f's. Measured ratios Var(plain) / Var(delta) are 60 to 500 here."""
+  plain = gradest.measure_valued_grad(cv_cost, cv_dist, CV_PARAMS, key, 4000)
+  est = gradest.measure_valued_grad(
+    cv_cost, cv_dist, CV_PARAMS, key, 4000, control_variate=gradest.delta_method(cv_cost)
+  )
+  assert_smaller_variance(est.per_sample, plain.per_sample)
+  for a, b in zip(jax.tree.leaves(plain.variance()), jax.tree.leaves(est.variance()), strict=True):
+    assert np.all(np.asarray(a) / np.asarray(b) > 10.0), (a, b)
+
+
+@pytest.mark.parametrize("coefficient", [0.7, "optimal"])
+def test_control_variate_mean_only_mode_matches_per_sample(coefficient, key):
+  cv = gradest.delta_method(cv_cost)
+  run = jax.jit(
+    lambda p, k, per_sample: gradest.measure_valued_grad(
+      cv_cost,
+      cv_dist,
+      p,
+      k,
+      64,
+      control_variate=cv,
+      cv_coefficient=coefficient,
+      return_per_sample=per_sample,
+    ),
+    static_argnums=2,
+  )
+  full, mean_only = run(CV_PARAMS, key, True), run(CV_PARAMS, key, False)
+  assert mean_only.per_sample is None
+  for a, b in zip(jax.tree.leaves(mean_only.grad), jax.tree.leaves(full.grad), strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(mean_only.values, full.values)
+
+
+def test_control_variate_coefficient_is_checked(key):
+  cv = gradest.delta_method(cv_cost)
+  with pytest.raises(ValueError, match="cv_coefficient"):
+    gradest.measure_valued_grad(
+      cv_cost, cv_dist, CV_PARAMS, key, 4, control_variate=cv, cv_coefficient="best"
+    )
+  with pytest.raises(ValueError, match="cv_coefficient"):
+    gradest.measure_valued_grad(
+      cv_cost, cv_dist, CV_PARAMS, key, 4, control_variate=cv, cv_coefficient=jnp.ones(2)
+    )
+
+
 def test_chunking_does_not_change_the_result(key):
   f = lambda x: jnp.sum(jnp.sin(x) * jnp.arange(1.0, 6.0))  # noqa: E731
   dist_fn = lambda m: Normal(m, 1.0)  # noqa: E731

@@ -10,6 +10,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -122,20 +123,48 @@ def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
 
 
 def check_real(
-  value: Any, name: str, *, minimum: float = 0.0, strict: bool = False, fix: str = ""
+  value: Any,
+  name: str,
+  *,
+  minimum: float = 0.0,
+  strict: bool = False,
+  below: float | None = None,
+  fix: str = "",
 ) -> float:
-  """Validates a static real number ``>= minimum`` (``> minimum`` if ``strict``)."""
+  """Validates a static real number ``>= minimum`` (``> minimum`` if ``strict``), ``< below``."""
   try:
     x = float(value)
   except (TypeError, ValueError):
     raise TypeError(
       f"{name} must be a Python number (a static value), got {type(value).__name__}."
     ) from None
-  if not math.isfinite(x) or (x <= minimum if strict else x < minimum):
-    bound = f"> {minimum}" if strict else f">= {minimum}"
+  too_small = x <= minimum if strict else x < minimum
+  if not math.isfinite(x) or too_small or (below is not None and x >= below):
+    if below is not None:
+      bound = f"in {'(' if strict else '['}{minimum}, {below})"
+    else:
+      bound = f"> {minimum}" if strict else f">= {minimum}"
     extra = f" {fix}" if fix else ""
     raise ValueError(f"{name} must be a finite number {bound}, got {value}.{extra}")
   return x
+
+
+def check_cv_coefficient(cv_coefficient: Any) -> None:
+  """Raises unless ``cv_coefficient`` is ``'optimal'`` or one real number (or scalar array)."""
+  if isinstance(cv_coefficient, str):
+    if cv_coefficient != "optimal":
+      raise ValueError(f"cv_coefficient must be a number or 'optimal', got {cv_coefficient!r}.")
+    return
+  if not hasattr(cv_coefficient, "dtype") and not isinstance(cv_coefficient, (int, float)):
+    raise TypeError(
+      "cv_coefficient must be a number (or scalar array) or 'optimal', got "
+      f"{type(cv_coefficient).__name__}."
+    )
+  if jnp.ndim(cv_coefficient) != 0:
+    raise ValueError(
+      f"cv_coefficient must be a scalar, got shape {jnp.shape(cv_coefficient)}; use "
+      "cv_coefficient='optimal' for one coefficient per leaf of params."
+    )
 
 
 def check_choice(value: Any, name: str, choices: Sequence[str]) -> str:
@@ -145,19 +174,75 @@ def check_choice(value: Any, name: str, choices: Sequence[str]) -> str:
   return value
 
 
+LEAVE_ONE_OUT = "leave_one_out"
+
+
+def check_baseline(baseline: Any) -> bool:
+  """Validates a score-function baseline; returns True for ``'leave_one_out'``.
+
+  A baseline is ``None``, one scalar (a number or scalar array) for all samples, or
+  the string ``'leave_one_out'``.
+  """
+  if isinstance(baseline, str):
+    if baseline != LEAVE_ONE_OUT:
+      raise ValueError(
+        f"baseline must be None, a number (or scalar array), or 'leave_one_out'; got {baseline!r}."
+      )
+    return True
+  if baseline is not None and jnp.ndim(baseline) != 0:
+    raise ValueError(
+      f"baseline must be a scalar (one value for all samples), got shape "
+      f"{jnp.shape(baseline)}; use baseline='leave_one_out' for per-sample baselines."
+    )
+  return False
+
+
+def check_family(
+  dist: Any, family: type | tuple[type, ...], user: str, wanted: str, fix: str
+) -> None:
+  """Raises a ``TypeError`` unless ``dist`` is an instance of ``family``.
+
+  Args:
+    dist: the distribution ``dist_fn`` returned (after ``as_distribution``).
+    family: the accepted class(es).
+    user: the function that needs the family, for the message.
+    wanted: the accepted families in words (e.g. ``"Gaussian distributions"``).
+    fix: what to use instead.
+  """
+  if not isinstance(dist, family):
+    raise TypeError(f"{user} is implemented for {wanted}, got {type(dist).__name__}; {fix}")
+
+
+def check_reparameterized(dist: Any, key: Array, name: str = "pathwise_grad") -> None:
+  """Raises a ``TypeError`` unless ``dist`` draws samples differentiable in its parameters."""
+  sample = jax.eval_shape(dist.sample, key)
+  if not getattr(dist, "reparameterized", False) or not jnp.issubdtype(sample.dtype, jnp.floating):
+    raise TypeError(
+      f"{name} needs a reparameterized distribution (samples differentiable in the "
+      f"parameters, e.g. Normal or Gamma), got {type(dist).__name__}; use "
+      "score_function_grad for it, or a relaxation for discrete variables."
+    )
+
+
 def check_same_structure(tree: PyTree, reference: PyTree, name: str, reference_name: str) -> None:
-  """Raises unless ``tree`` has the structure and leaf shapes of ``reference``."""
-  if jax.tree.structure(tree) != jax.tree.structure(reference):
+  """Raises a ``ValueError`` unless ``tree`` has the structure and leaf shapes of ``reference``."""
+  try:
+    chex.assert_trees_all_equal_structs(tree, reference)
+  except AssertionError:
     raise ValueError(
       f"{name} must be a pytree with the structure of {reference_name}; got "
       f"{jax.tree.structure(tree)} for {jax.tree.structure(reference)}."
-    )
-  for a, b in zip(jax.tree.leaves(tree), jax.tree.leaves(reference), strict=True):
-    if jnp.shape(a) != jnp.shape(b):
-      raise ValueError(
-        f"{name} must have the leaf shapes of {reference_name}: got a leaf of shape "
-        f"{jnp.shape(a)} where {reference_name} has {jnp.shape(b)}."
-      )
+    ) from None
+  try:
+    chex.assert_trees_all_equal_shapes(tree, reference)
+  except AssertionError:
+    for a, b in zip(jax.tree.leaves(tree), jax.tree.leaves(reference), strict=True):
+      if jnp.shape(a) != jnp.shape(b):
+        raise ValueError(
+          f"{name} must have the leaf shapes of {reference_name}: got a leaf of shape "
+          f"{jnp.shape(a)} where {reference_name} has {jnp.shape(b)}."
+        ) from None
+    raise
 
 
 def as_jax_callable(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -272,11 +357,18 @@ def open_uniform(key: Array, shape: Sequence[int], dtype: Any = float) -> Array:
 
 
 def tree_mean(tree: PyTree) -> PyTree:
-  """Mean over the leading (sample) axis of every leaf.
+  r"""Mean over the leading (sample) axis of every leaf.
 
-  Written as a contraction with a ``1/N`` vector: XLA's CPU backend lowers a
-  reduction over a short leading axis of a wide array (e.g. 100 x 100000) to a kernel
-  several times slower than the equivalent dot product.
+  .. math:: \bar g = \frac1N \sum_{i=1}^N g_i = (1/N, \dots, 1/N) \cdot g
+
+  Leaves of shape ``(N, ...)`` become ``(...)``; leaves with more than one axis are
+  reduced as a contraction with the ``1/N`` vector (a dot product, which XLA's CPU
+  backend runs faster than a reduction over a short leading axis).
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> tree_mean({"a": jnp.array([[1.0, 2.0], [3.0, 4.0]])})["a"].tolist()
+    [2.0, 3.0]
   """
 
   def mean(x):

@@ -28,7 +28,14 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradest._src.base import Array, PyTree
+from gradest._src.base import (
+  Array,
+  PyTree,
+  check_family,
+  check_positive_int,
+  check_real,
+  check_same_structure,
+)
 from gradest._src.distributions import Distribution, Normal
 
 
@@ -48,11 +55,26 @@ class ControlVariate(NamedTuple):
 
 
 def hessian_diagonal(f: Callable[[Array], Array], x: Array, chunk_size: int = 64) -> Array:
-  """Exact diagonal of the Hessian of a scalar ``f`` at ``x`` (same shape as ``x``).
+  r"""Exact diagonal :math:`\partial^2 f / \partial x_d^2` of the Hessian of a scalar ``f``.
 
-  Uses one Hessian-vector product per coordinate, ``chunk_size`` at a time, so memory
-  stays at ``chunk_size * x.size`` and the ``D x D`` Hessian is never formed.
+  Uses one Hessian-vector product :math:`\nabla^2 f(x)\, e_d` per coordinate,
+  ``chunk_size`` at a time, so memory stays at ``chunk_size * x.size`` and the
+  ``D x D`` Hessian is never formed.
+
+  Args:
+    f: a twice-differentiable function of ``x`` to a scalar.
+    x: the point, any shape.
+    chunk_size: Hessian-vector products evaluated together (``>= 1``).
+
+  Returns:
+    An array of the shape of ``x``.
+
+  Examples:
+    >>> import jax.numpy as jnp, gradest
+    >>> gradest.hessian_diagonal(lambda x: jnp.sum(x**3), jnp.array([1.0, 2.0])).tolist()
+    [6.0, 12.0]
   """
+  chunk_size = check_positive_int(chunk_size, "chunk_size")
   shape, size = x.shape, x.size
   flat = x.reshape(-1)
 
@@ -87,7 +109,8 @@ def delta_method(f: Callable[[Array], Array]) -> ControlVariate:
     f: the cost, one sample to a scalar.
 
   Returns:
-    A :class:`ControlVariate` for :class:`gradest.distributions.Normal`.
+    A :class:`ControlVariate` for :class:`gradest.distributions.Normal` whose ``value``
+    maps one sample (the distribution's ``event_shape``) to a scalar.
 
   Examples:
     >>> import jax, jax.numpy as jnp, gradest
@@ -96,14 +119,21 @@ def delta_method(f: Callable[[Array], Array]) -> ControlVariate:
     ...     f, lambda p: gradest.distributions.Normal(p, 1.0), jnp.zeros(2),
     ...     jax.random.key(0), 100, control_variate=gradest.delta_method(f),
     ...     cv_coefficient="optimal")
+
+  References:
+    Paisley, Blei & Jordan, *Variational Bayesian Inference with Stochastic Search*,
+    ICML 2012. Mohamed, Rosca, Figurnov & Mnih, *Monte Carlo Gradient Estimation in
+    Machine Learning*, JMLR 2020, section 7.
   """
 
   def _check(dist):
-    if not isinstance(dist, Normal):
-      raise TypeError(
-        "delta_method is a control variate for Gaussian distributions "
-        f"(gradest.distributions.Normal), got {type(dist).__name__}."
-      )
+    check_family(
+      dist,
+      Normal,
+      "delta_method",
+      "Gaussian distributions (gradest.distributions.Normal)",
+      "use a control variate written for the family (see ControlVariate).",
+    )
 
   def value(dist, x):
     _check(dist)
@@ -138,7 +168,28 @@ def optimal_coefficient(per_sample_f: PyTree, per_sample_h: PyTree, eps: float =
   over the coordinates ``j`` of each leaf, from per-sample gradients with a leading
   sample axis. To keep an estimate unbiased, compute ``c`` from samples independent of
   those it is applied to (the estimators do this with a separate pilot draw).
+
+  Args:
+    per_sample_f: per-sample gradients of the cost, leaves of shape ``(N, ...)``.
+    per_sample_h: those of the control variate, with the structure and leaf shapes of
+      ``per_sample_f``.
+    eps: added to the denominator, so a constant ``h`` gives ``c = 0``.
+
+  Returns:
+    A pytree like ``per_sample_f`` with one scalar (shape ``()``) per leaf, not
+    differentiated.
+
+  Examples:
+    >>> import jax.numpy as jnp, gradest
+    >>> h = jnp.array([[1.0], [2.0], [3.0]])
+    >>> round(float(gradest.optimal_coefficient({"w": 2.0 * h}, {"w": h})["w"]), 4)
+    2.0
+
+  References:
+    Mohamed, Rosca, Figurnov & Mnih, *Monte Carlo Gradient Estimation in Machine
+    Learning*, JMLR 2020, section 7.
   """
+  check_same_structure(per_sample_h, per_sample_f, "per_sample_h", "per_sample_f")
 
   def coeff(gf, gh):
     gf = gf - jnp.mean(gf, axis=0)
@@ -150,7 +201,23 @@ def optimal_coefficient(per_sample_f: PyTree, per_sample_h: PyTree, eps: float =
 
 
 def combine(per_sample_f: PyTree, per_sample_h: PyTree, grad_mean_h: PyTree, coefficient: Any):
-  """Per-sample ``g_f - c * (g_h - grad m)``; ``coefficient`` is a scalar or per-leaf tree."""
+  r"""The per-sample control-variate estimate :math:`g_{f,i} - c\,(g_{h,i} - \nabla m)`.
+
+  Args:
+    per_sample_f: per-sample gradients of the cost, leaves of shape ``(N, ...)``.
+    per_sample_h: those of the control variate, same structure and shapes.
+    grad_mean_h: :math:`\nabla_\theta m(\theta)`, leaves of shape ``(...)``.
+    coefficient: :math:`c`, a scalar or one scalar per leaf (a pytree like
+      ``grad_mean_h``).
+
+  Returns:
+    A pytree like ``per_sample_f``.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> combine(jnp.array([3.0, 5.0]), jnp.array([1.0, 2.0]), jnp.array(1.5), 2.0).tolist()
+    [4.0, 4.0]
+  """
   if jax.tree.structure(coefficient) != jax.tree.structure(grad_mean_h):
     coefficient = jax.tree.map(lambda _: coefficient, grad_mean_h)
   return jax.tree.map(
@@ -160,11 +227,6 @@ def combine(per_sample_f: PyTree, per_sample_h: PyTree, grad_mean_h: PyTree, coe
     grad_mean_h,
     coefficient,
   )
-
-
-def check_coefficient(cv_coefficient: Any) -> None:
-  if isinstance(cv_coefficient, str) and cv_coefficient != "optimal":
-    raise ValueError(f"cv_coefficient must be a number or 'optimal', got {cv_coefficient!r}.")
 
 
 # --------------------------------------------------------------------------------------
@@ -208,6 +270,9 @@ def moving_average_baseline(decay: float = 0.99, zero_debias: bool = True) -> Mo
     zero_debias: divide by :math:`1-\rho^t`, as Adam does, so early baselines are not
       pulled towards 0.
 
+  Returns:
+    A :class:`MovingAverageBaseline` whose states hold ``()`` scalars.
+
   Examples:
     >>> import jax, jax.numpy as jnp, gradest
     >>> ma = gradest.moving_average_baseline(decay=0.9)
@@ -216,9 +281,13 @@ def moving_average_baseline(decay: float = 0.99, zero_debias: bool = True) -> Mo
     >>> est = gradest.score_function_grad(jnp.square, dist_fn, 0.5, jax.random.key(0), 16,
     ...                                   baseline=state.value)
     >>> state = ma.update(state, est.values)
+
+  References:
+    Williams, *Simple statistical gradient-following algorithms for connectionist
+    reinforcement learning*, 1992 (reinforcement baselines). Kingma & Ba, *Adam: A
+    Method for Stochastic Optimization*, 2015 (zero-debiasing).
   """
-  if not 0.0 <= float(decay) < 1.0:
-    raise ValueError(f"decay must be in [0, 1), got {decay}.")
+  decay = check_real(decay, "decay", minimum=0.0, below=1.0)
 
   def init() -> MovingAverageState:
     zero = jnp.zeros((), jnp.float32)

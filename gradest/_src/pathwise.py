@@ -9,27 +9,18 @@ import jax
 import jax.numpy as jnp
 
 from gradest._src import control_variates as cvs
+from gradest._src import core
 from gradest._src.base import (
   Array,
   GradEstimate,
   PyTree,
   check_key,
   check_num_samples,
+  check_reparameterized,
   check_scalar_output,
   sample_keys,
-  tree_mean,
 )
 from gradest._src.distributions import as_distribution
-
-
-def check_reparameterized(dist: Any, key: Array, name: str = "pathwise_grad") -> None:
-  sample = jax.eval_shape(dist.sample, key)
-  if not getattr(dist, "reparameterized", False) or not jnp.issubdtype(sample.dtype, jnp.floating):
-    raise TypeError(
-      f"{name} needs a reparameterized distribution (samples differentiable in the "
-      f"parameters, e.g. Normal or Gamma), got {type(dist).__name__}; use "
-      "score_function_grad for it, or a relaxation for discrete variables."
-    )
 
 
 def pathwise_grad(
@@ -57,24 +48,26 @@ def pathwise_grad(
   over the per-sample keys).
 
   Args:
-    f: differentiable cost, mapping one sample to a scalar.
+    f: differentiable cost, mapping one sample (``event_shape``) to a scalar.
     dist_fn: ``params -> distribution`` with ``reparameterized`` samples.
     params: any pytree of arrays.
     key: a PRNG key.
     num_samples: ``N`` (static).
     control_variate: a :class:`ControlVariate` (e.g. :func:`delta_method`).
-    cv_coefficient: a number or ``'optimal'`` (estimated from an independent pilot
-      draw; see :func:`optimal_coefficient`).
+    cv_coefficient: a number or ``'optimal'`` (one per leaf of ``params``, estimated
+      from an independent pilot draw of ``N`` samples; see :func:`optimal_coefficient`).
     return_per_sample: if False, one backward pass gives the mean gradient and
       ``per_sample`` is ``None``.
     sample_sharding: optional sharding for arrays with a leading sample axis.
 
   Returns:
-    A :class:`GradEstimate`.
+    A :class:`GradEstimate`: ``grad`` like ``params``; ``per_sample`` with a leading
+    ``N`` axis; ``values`` of shape ``(N,)``.
 
   Raises:
     TypeError: the distribution is not reparameterized (e.g. Bernoulli).
-    ValueError: ``num_samples < 1``; ``f`` not scalar-valued.
+    ValueError: ``num_samples < 1``; ``f`` not scalar-valued; ``cv_coefficient``
+      neither a number nor ``'optimal'``.
 
   Examples:
     >>> import jax, jax.numpy as jnp, gradest
@@ -88,15 +81,17 @@ def pathwise_grad(
     Wierstra, *Stochastic Backpropagation*, 2014. Figurnov, Mohamed & Mnih, *Implicit
     Reparameterization Gradients*, 2018.
   """
-  n = check_num_samples(num_samples)
-  check_key(key)
-  cvs.check_coefficient(cv_coefficient)
-  dist = as_distribution(dist_fn(params))
-  check_reparameterized(dist, key)
-  check_scalar_output(f, jax.eval_shape(dist.sample, key))
-  optimal = control_variate is not None and isinstance(cv_coefficient, str)
-  if optimal:
-    key, pilot_key = jax.random.split(key)
+  setup = core.prepare(
+    f,
+    dist_fn,
+    params,
+    key,
+    num_samples,
+    control_variate=control_variate,
+    cv_coefficient=cv_coefficient,
+    check_dist=check_reparameterized,
+  )
+  dist, n = setup.dist, setup.num_samples
 
   def sample(p, k):
     return as_distribution(dist_fn(p)).sample(k)
@@ -112,36 +107,37 @@ def pathwise_grad(
   def per_sample_grads(fn, keys):
     return jax.vmap(jax.value_and_grad(fn), in_axes=(None, 0))(params, keys)
 
-  keys = sample_keys(key, n, sample_sharding)
-  if control_variate is None:
-    if not return_per_sample:
+  def per_sample(k):
+    keys = sample_keys(k, n, sample_sharding)
+    values, gf = per_sample_grads(cost, keys)
+    gh = None if control_variate is None else per_sample_grads(cv_value, keys)[1]
+    return core.Terms(values, gf, gh)
+
+  def mean(k, coefficient):
+    """One backward pass through mean_i [f - c h](x_i)."""
+    keys = sample_keys(k, n, sample_sharding)
+    if coefficient is None:
       values, vjp = jax.vjp(lambda p: jax.vmap(cost, (None, 0))(p, keys), params)
       (grad,) = vjp(jnp.full_like(values, 1.0 / n))
-      return GradEstimate(grad, None, values)
-    values, per_sample = per_sample_grads(cost, keys)
-    return GradEstimate(tree_mean(per_sample), per_sample, values)
+      return values, grad
 
-  grad_m = jax.grad(lambda p: control_variate.expected_value(as_distribution(dist_fn(p))))(params)
-  if not return_per_sample and not optimal:
-    # One backward pass through mean_i [f - c h](x_i), plus c grad m.
     def mean_combined(p):
       values = jax.vmap(cost, (None, 0))(p, keys)
-      return jnp.mean(values - cv_coefficient * jax.vmap(cv_value, (None, 0))(p, keys)), values
+      return jnp.mean(values - coefficient * jax.vmap(cv_value, (None, 0))(p, keys)), values
 
     grad, values = jax.grad(mean_combined, has_aux=True)(params)
-    grad = jax.tree.map(lambda a, b: a + cv_coefficient * b, grad, grad_m)
-    return GradEstimate(grad, None, values)
-  if optimal:
-    pkeys = sample_keys(pilot_key, n, sample_sharding)
-    coefficient = cvs.optimal_coefficient(
-      per_sample_grads(cost, pkeys)[1], per_sample_grads(cv_value, pkeys)[1]
-    )
-  else:
-    coefficient = cv_coefficient
-  values, gf = per_sample_grads(cost, keys)
-  _, gh = per_sample_grads(cv_value, keys)
-  per_sample = cvs.combine(gf, gh, grad_m, coefficient)
-  return GradEstimate(tree_mean(per_sample), per_sample if return_per_sample else None, values)
+    return values, grad
+
+  return core.estimate(
+    setup,
+    dist_fn,
+    params,
+    per_sample=per_sample,
+    mean=mean,
+    control_variate=control_variate,
+    cv_coefficient=cv_coefficient,
+    return_per_sample=return_per_sample,
+  )
 
 
 def pathwise_objective(

@@ -9,43 +9,40 @@ import jax
 import jax.numpy as jnp
 
 from gradest._src import control_variates as cvs
+from gradest._src import core
 from gradest._src.base import (
   Array,
   GradEstimate,
   PyTree,
+  check_baseline,
   check_key,
   check_num_samples,
   check_scalar_output,
   draw_samples,
-  tree_mean,
   tree_scale_per_sample,
   tree_weighted_sum,
 )
 from gradest._src.distributions import Distribution, as_distribution
-
-LEAVE_ONE_OUT = "leave_one_out"
-
-
-def check_baseline(baseline: Any) -> bool:
-  """Returns True for the leave-one-out baseline; raises on unknown strings."""
-  if isinstance(baseline, str):
-    if baseline != LEAVE_ONE_OUT:
-      raise ValueError(
-        f"baseline must be None, a number (or scalar array), or 'leave_one_out'; got {baseline!r}."
-      )
-    return True
-  if baseline is not None and jnp.ndim(baseline) != 0:
-    raise ValueError(
-      f"baseline must be a scalar (one value for all samples), got shape "
-      f"{jnp.shape(baseline)}; use baseline='leave_one_out' for per-sample baselines."
-    )
-  return False
 
 
 def leave_one_out_baseline(values: Array) -> Array:
   r"""The mean of the *other* samples' costs, :math:`b_i = \frac{1}{N-1}\sum_{j\ne i} f_j`.
 
   Computed along axis 0 with no gradient. Needs at least two samples.
+
+  Args:
+    values: the costs, shape ``(N, ...)`` with ``N >= 2``.
+
+  Returns:
+    The baselines, the shape of ``values``.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> leave_one_out_baseline(jnp.array([1.0, 2.0, 3.0])).tolist()
+    [2.5, 2.0, 1.5]
+
+  References:
+    Kool, van Hoof & Welling, *Buy 4 REINFORCE samples, get a baseline for free!*, 2019.
   """
   n = values.shape[0]
   if n < 2:
@@ -58,7 +55,20 @@ def leave_one_out_baseline(values: Array) -> Array:
 
 
 def baselined(values: Array, baseline: Any) -> Array:
-  """The learning signal ``values - baseline`` (leave-one-out, a constant, or none)."""
+  """The learning signal ``values - baseline`` (leave-one-out, a constant, or none).
+
+  Args:
+    values: the costs, shape ``(N,)``.
+    baseline: ``None``, a scalar, or ``'leave_one_out'`` (see :func:`check_baseline`).
+
+  Returns:
+    An array of shape ``(N,)``; the baseline is not differentiated.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> baselined(jnp.array([1.0, 3.0]), "leave_one_out").tolist()
+    [-2.0, 2.0]
+  """
   if baseline is None:
     return values
   if isinstance(baseline, str):
@@ -115,7 +125,8 @@ def score_function_grad(
 
   Raises:
     ValueError: ``num_samples < 1`` (``< 2`` for the leave-one-out baseline), ``f``
-      not scalar-valued, an unknown baseline.
+      not scalar-valued, an unknown baseline, ``cv_coefficient`` neither a number nor
+      ``'optimal'``.
     TypeError: ``dist_fn`` does not return a distribution.
 
   Examples:
@@ -132,16 +143,18 @@ def score_function_grad(
     get a baseline for free!*, 2019 (leave-one-out).
   """
   loo = check_baseline(baseline)
-  n = check_num_samples(
-    num_samples, 2 if loo else 1, "the leave-one-out baseline needs at least two samples"
+  setup = core.prepare(
+    f,
+    dist_fn,
+    params,
+    key,
+    num_samples,
+    control_variate=control_variate,
+    cv_coefficient=cv_coefficient,
+    min_samples=2 if loo else 1,
+    why="the leave-one-out baseline needs at least two samples",
   )
-  check_key(key)
-  cvs.check_coefficient(cv_coefficient)
-  dist = as_distribution(dist_fn(params))
-  check_scalar_output(f, jax.eval_shape(dist.sample, key))
-  optimal = control_variate is not None and isinstance(cv_coefficient, str)
-  if optimal:
-    key, pilot_key = jax.random.split(key)
+  dist, n = setup.dist, setup.num_samples
 
   def log_prob(p, x):
     return as_distribution(dist_fn(p)).log_prob(x)
@@ -155,46 +168,35 @@ def score_function_grad(
       h = jax.vmap(lambda x: control_variate.value(dist, x))(xs)
     return xs, values, baselined(values, baseline), h
 
-  def scores(xs):
-    return jax.vmap(jax.grad(log_prob), in_axes=(None, 0))(params, xs)
+  def per_sample(k):
+    xs, values, weights, h = draw(k)
+    s = jax.vmap(jax.grad(log_prob), in_axes=(None, 0))(params, xs)
+    h_terms = None if h is None else tree_scale_per_sample(h, s)
+    return core.Terms(values, tree_scale_per_sample(weights, s), h_terms)
 
-  def mean_weighted_score(w, xs):
-    """(1/N) sum_i w_i grad log p(x_i), without per-sample gradients w.r.t. params."""
+  def mean(k, coefficient):
+    """(1/N) sum_i (w_i - c h_i) grad log p(x_i), without per-sample gradients."""
+    xs, values, weights, h = draw(k)
+    w = weights if coefficient is None else weights - coefficient * h
     if not isinstance(dist, Distribution):
-      return jax.grad(lambda p: jnp.mean(w * jax.vmap(log_prob, (None, 0))(p, xs)))(params)
+      return values, jax.grad(lambda p: jnp.mean(w * jax.vmap(log_prob, (None, 0))(p, xs)))(params)
     # Per-sample gradients w.r.t. the distribution's own (event-sized) arrays, contracted
     # with the weights as a dot product, then one pull-back through dist_fn.
     per_sample = jax.vmap(jax.grad(lambda d, x: d.log_prob(x)), (None, 0))(dist, xs)
     cotangent = tree_weighted_sum(w / n, per_sample)
     _, pullback = jax.vjp(lambda p: as_distribution(dist_fn(p)), params)
-    return pullback(cotangent)[0]
+    return values, pullback(cotangent)[0]
 
-  xs, values, weights, h = draw(key)
-  if control_variate is None:
-    if not return_per_sample:
-      return GradEstimate(mean_weighted_score(weights, xs), None, values)
-    per_sample = tree_scale_per_sample(weights, scores(xs))
-    return GradEstimate(tree_mean(per_sample), per_sample, values)
-
-  grad_m = jax.grad(lambda p: control_variate.expected_value(as_distribution(dist_fn(p))))(params)
-  if optimal:
-    pxs, _, pweights, ph = draw(pilot_key)
-    ps = scores(pxs)
-    coefficient = cvs.optimal_coefficient(
-      tree_scale_per_sample(pweights, ps), tree_scale_per_sample(ph, ps)
-    )
-  else:
-    coefficient = cv_coefficient
-  if not return_per_sample and not optimal:
-    grad = mean_weighted_score(weights - coefficient * h, xs)
-    grad = jax.tree.map(lambda a, b: a + coefficient * b, grad, grad_m)
-    return GradEstimate(grad, None, values)
-  s = scores(xs)
-  per_sample = cvs.combine(
-    tree_scale_per_sample(weights, s), tree_scale_per_sample(h, s), grad_m, coefficient
+  return core.estimate(
+    setup,
+    dist_fn,
+    params,
+    per_sample=per_sample,
+    mean=mean,
+    control_variate=control_variate,
+    cv_coefficient=cv_coefficient,
+    return_per_sample=return_per_sample,
   )
-  grad = tree_mean(per_sample)
-  return GradEstimate(grad, per_sample if return_per_sample else None, values)
 
 
 # --------------------------------------------------------------------------------------
@@ -256,6 +258,11 @@ def score_function_surrogate(
     ...   x = jax.lax.stop_gradient(d.sample(key, (64,)))
     ...   return gradest.score_function_surrogate(x**2, d.log_prob(x), "leave_one_out").mean()
     >>> g = jax.grad(loss)(0.5, jax.random.key(0))
+
+  References:
+    Foerster et al., *DiCE: The Infinitely Differentiable Monte Carlo Estimator*,
+    ICML 2018. Mao et al., *A Baseline for Any Order Gradient Estimation in Stochastic
+    Computation Graphs*, ICML 2019.
   """
   cost = jnp.asarray(cost)
   log_prob = jnp.asarray(log_prob)
