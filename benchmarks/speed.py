@@ -2,9 +2,11 @@ r"""Wall-clock speed of gradest's estimators against hand-written references and
 
 Run with ``python -m benchmarks.speed`` (``--help`` lists the flags).
 
-Problems: a ``D``-dimensional diagonal Gaussian, ``dist_fn = lambda p:
-gradest.distributions.Normal(p["mu"], sigma)``, and a cost applied to one sample
-(:data:`COSTS`, chosen with ``--costs``; both of these run by default):
+Problems (:data:`COSTS`, chosen with ``--costs`` and ``--families``; ``cos``,
+``squares`` and ``bits`` run by default) of two families.
+
+**Continuous**: a ``D``-dimensional diagonal Gaussian, ``dist_fn = lambda p:
+gradest.distributions.Normal(p["mu"], sigma)``, and a cost applied to one sample:
 
 * ``cos``: :math:`f(x) = \sum_d \cos x_d`, parameters ``{"mu": (D,), "log_sigma":
   (D,)}`` and ``sigma = exp(log_sigma)``;
@@ -21,6 +23,22 @@ pathwise estimator and (``cos`` only) the coupled measure-valued estimator, each
 both gradest modes: ``return_per_sample=True`` (``N x D`` per-sample gradients per
 leaf) and ``return_per_sample=False`` (the mean only).
 
+**Discrete**: ``dist_fn = gradest.distributions.Bernoulli`` and ``params`` the ``(D,)``
+logits (the gradient is with respect to the logits), with a cost of one 0/1 sample:
+
+* ``bits``: :math:`f(b) = \sum_d (b_d - t)^2` with :math:`t = 0.45`
+  (:data:`BIT_TARGET`);
+* ``bits_coupled`` (not run by default): :math:`f(b) = (\sum_d (b_d - t))^2 / D`,
+  not separable, so ``f'(b)`` couples every coordinate.
+
+Cells: ``D`` in ``{10, 1000, 100000}`` with ``N`` in ``{100, 1000}``
+(:data:`DISCRETE_CELLS`; ``--cells``, ``--dims`` and ``--samples`` set both families'
+cells). Estimators, from ``gradest.ESTIMATORS`` with their entries' options, in both
+modes: ``disarm`` and ``arm`` (``N`` evaluations of ``f`` in ``N/2`` antithetic pairs,
+``N/2`` per-sample rows), ``reinforce_loo`` (``score_function_grad`` with
+``baseline="leave_one_out"``) and ``straight_through`` (temperature 0.5,
+:data:`ST_TEMPERATURE`). optax has no discrete estimators, so only the reference is timed.
+
 Each gradest call is timed against
 
 1. **a hand-written reference**: the same estimator written directly in
@@ -28,8 +46,14 @@ Each gradest call is timed against
    :math:`(f-b)(x-\mu)/\sigma^2` for ``mu`` and :math:`(f-b)((x-\mu)^2/\sigma^2-1)` for
    ``log_sigma``; pathwise: :math:`f'(x)` and :math:`f'(x)\,\varepsilon\sigma`;
    measure-valued: the same ``4 N D`` evaluations of ``f``, on inputs built with a
-   mask), drawing the **same samples from the same keys** as gradest
-   (``jax.random.split(key, N)``, one key per sample). Its sums over samples are
+   mask; DisARM: :math:`\tfrac12(f(b) - f(\tilde b))(b - \tilde b)\,\sigma(|\ell|)`; ARM:
+   :math:`(f(b) - f(\tilde b))(\sigma(L) - \tfrac12)`; REINFORCE-LOO:
+   :math:`(f - \bar f_{-i})(b - \sigma(\ell))`; straight-through: :math:`f'(b)` times
+   the derivative of :math:`\sigma((\ell + L)/\tau)`), drawing the **same samples from
+   the same keys** as gradest (``jax.random.split(key, rows)``, one key per sample or
+   pair; the discrete ones split each into a noise key and a conditional key and draw
+   logistic noise ``L`` from the first with ``gradest.logistic_noise``, the score
+   function draws ``Bernoulli(logits).sample`` from each). Its sums over samples are
    contractions (see :func:`sample_mean`). It returns the same outputs (mean
    gradient, per-sample gradients when asked, the ``N`` costs), so the two must agree
    to float32 rounding: every cell checks this and reports the largest relative
@@ -77,11 +101,16 @@ Outputs (in ``--out``, default ``bench_out/speed``): ``speed.csv``, ``speed.json
 (results and the run's settings, versions and runtime) and ``speed.png`` (both
 ratios per cell, log scale, with the targets).
 
-The default run (both costs, 98 cells of which 76 are timed) does about 450 CPU-seconds
-of work, more than half of it compiling: about 4 to 8 minutes of wall time on 2 idle
-cores, 12.6 and 17.5 minutes on 2 cores shared with other jobs (load average 8-14); its peak
-memory is about 1.6 GB. ``--quick`` (one tiny configuration, compiled with XLA's backend
-optimizations off) does about 20 CPU-seconds of work and is what the test-suite runs;
+The continuous part of the default run (``--families continuous``: 98 cells of which 76
+are timed) does about 450 CPU-seconds of work, more than half of it compiling: about 4 to
+8 minutes of wall time on 2 idle cores, 12.6 and 17.5 minutes on 2 cores shared with other
+jobs (load average 8-14); its peak memory is about 1.6 GB. The discrete part (``bits``:
+48 cells, all timed) took 7.8 minutes of wall time on 2 cores shared with other jobs
+(load average 4-7), 250 s of it compiling (the ``D = 10`` programs take 3-4 s each to
+compile, the larger ones about 1 s); its peak memory is about 4.2 GB (the per-sample
+cells at ``D = 100000, N = 1000``, whose outputs have ``1e8`` elements). ``--quick`` (one
+tiny configuration, compiled with XLA's backend optimizations off) does about 28
+CPU-seconds of work (20 without the discrete cells) and is what the test-suite runs;
 its times mean nothing, its correctness checks do.
 
 Known results (jaxlib 0.10 on CPU): optax's forward-mode jacobians do ``O(N D^2)`` work
@@ -100,6 +129,20 @@ fusion that is slow for that shape; gradest's sums over samples (``jnp.mean(per_
 while the reference's contractions do not. With
 ``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-reduce`` both run at the same
 speed.
+
+Discrete cells (one run on 2 shared cores, re-measured): gradest is within 1.1x of the
+references from ``D = 1000`` on, and at ``D = 10`` except for the mean-only DisARM
+and REINFORCE-LOO at ``N = 100``, about 3x (0.12 against 0.04 ms per call, stable over
+re-measurements), about 1.1x at ``N = 1000``. Both are program-order effects of XLA's CPU
+runtime, not extra work: the programs contain small ``(D,)`` computations on the logits
+alone (``sigmoid(|logits|)`` multiplied into every per-sample DisARM term before the
+mean; the two ``exp`` terms of the derivative of ``Bernoulli.log_prob``, written with
+``log_sigmoid``) that do not depend on the samples, and the concurrency-optimized
+scheduler runs them as separate concurrent tasks; with
+``XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=false`` the ratios are
+0.8-1.0. A reference that multiplies the mean of the DisARM terms by
+``sigmoid(|logits|)`` after the sum over pairs, and a score ``b - sigmoid(logits)`` (or the
+derivative of ``b * logits - softplus(logits)``), do not pay it.
 """
 
 from __future__ import annotations
@@ -128,9 +171,14 @@ from benchmarks.common import (
   write_csv,
   write_json,
 )
-from gradest.distributions import Normal
+from gradest.distributions import Bernoulli, Normal
 
-ESTIMATORS = ("score", "score_loo", "pathwise", "measure_valued")
+CONTINUOUS_ESTIMATORS = ("score", "score_loo", "pathwise", "measure_valued")
+# Registry names (gradest.ESTIMATORS): ARM and DisARM use N/2 antithetic pairs,
+# reinforce_loo is score_function_grad with baseline="leave_one_out".
+DISCRETE_ESTIMATORS = ("disarm", "arm", "reinforce_loo", "straight_through")
+ESTIMATORS = CONTINUOUS_ESTIMATORS + DISCRETE_ESTIMATORS
+FAMILIES = ("continuous", "discrete")
 MODES = ("per_sample", "mean")
 IMPLS = ("gradest", "reference", "optax")
 RATIOS = ("gradest_over_reference", "optax_over_gradest")
@@ -139,11 +187,19 @@ FULL_DIMS = (10, 1000, 100_000)
 FULL_SAMPLES = (100, 10_000)
 # Every D with every N, and D = N = 1000 (where optax's N D^2 jacobians still fit in time).
 FULL_CELLS = (*((d, n) for d in FULL_DIMS for n in FULL_SAMPLES), (1000, 1000))
+# The Bernoulli problems: N x D per-sample terms stay within --per-sample-max-elements.
+DISCRETE_SAMPLES = (100, 1000)
+DISCRETE_CELLS = tuple((d, n) for d in FULL_DIMS for n in DISCRETE_SAMPLES)
 QUICK_DIMS = (5,)
 QUICK_SAMPLES = (16,)
 
 TARGET_REFERENCE_RATIO = 1.1  # gradest / reference should be at most this.
 TARGET_OPTAX_RATIO = 1.0  # optax / gradest should be above this.
+
+# The straight-through estimator's temperature (its relaxation is sigmoid((l + L) / tau)).
+ST_TEMPERATURE = 0.5
+# The target of the Bernoulli costs, f(b) = sum_d (b_d - t)^2 and its coupled variant.
+BIT_TARGET = 0.45
 
 # Elements of measure-valued inputs materialized at once by the reference; the same
 # budget as gradest's automatic ``coordinate_chunk_size``, so both hold the same memory.
@@ -160,17 +216,22 @@ Outputs = tuple[Any, Any, Any]  # (grad, per_sample or None, values or None)
 
 @dataclasses.dataclass(frozen=True)
 class Cost:
-  """A cost :math:`f(x) = \\sum_d c(x_d)` and the parameters its gradient is taken for.
+  """A cost of one sample, its distribution family and the parameters of its gradient.
 
   Attributes:
     name: its name on the command line.
     f: one sample ``(D,)`` to a scalar (what gradest and optax are given).
     batched: ``(..., D)`` to ``(...)``, ``f`` over the last axis (for the references).
-    derivative: the elementwise derivative :math:`c'(x)` (for the pathwise reference).
+    derivative: the gradient of ``f`` at each sample, ``(..., D)`` to ``(..., D)``
+      (the elementwise :math:`c'(x)` for a separable :math:`f(x) = \\sum_d c(x_d)`; for
+      the pathwise and straight-through references).
     params: ``("mu", "log_sigma")`` (the mean and the log-scale are parameters) or
-      ``("mu",)`` (the mean only; the scale is fixed at :data:`FIXED_SIGMA`).
+      ``("mu",)`` (the mean only; the scale is fixed at :data:`FIXED_SIGMA`); for the
+      ``discrete`` family ``("logits",)``: ``params`` is the ``(D,)`` array of logits.
     estimators: the estimators timed on it.
     label: a short description for the table.
+    family: ``"continuous"`` (``dist_fn`` a diagonal :class:`Normal`) or ``"discrete"``
+      (``dist_fn = Bernoulli``, ``f`` applied to a 0/1 sample).
   """
 
   name: str
@@ -178,8 +239,15 @@ class Cost:
   batched: Callable[[Array], Array]
   derivative: Callable[[Array], Array]
   params: tuple[str, ...] = ("mu", "log_sigma")
-  estimators: tuple[str, ...] = ESTIMATORS
+  estimators: tuple[str, ...] = CONTINUOUS_ESTIMATORS
   label: str = ""
+  family: str = "continuous"
+
+
+def _coupled_bits_derivative(b: Array) -> Array:
+  """The gradient of ``(sum_d (b_d - t))^2 / D``: the same ``2 s / D`` for every ``d``."""
+  s = jnp.sum(b - BIT_TARGET, axis=-1, keepdims=True)
+  return jnp.broadcast_to(2.0 * s / b.shape[-1], b.shape)
 
 
 COSTS = {
@@ -206,8 +274,29 @@ COSTS = {
     derivative=lambda x: x,
     label="f(x) = sum_d x_d^2 / 2, parameters mu and log_sigma",
   ),
+  "bits": Cost(
+    "bits",
+    f=lambda b: jnp.sum(jnp.square(b - BIT_TARGET)),
+    batched=lambda b: jnp.sum(jnp.square(b - BIT_TARGET), axis=-1),
+    derivative=lambda b: 2.0 * (b - BIT_TARGET),
+    params=("logits",),
+    estimators=DISCRETE_ESTIMATORS,
+    label=f"b ~ Bernoulli(sigmoid(logits)), f(b) = sum_d (b_d - {BIT_TARGET})^2, parameter logits",
+    family="discrete",
+  ),
+  "bits_coupled": Cost(
+    "bits_coupled",
+    f=lambda b: jnp.square(jnp.sum(b - BIT_TARGET)) / b.shape[-1],
+    batched=lambda b: jnp.square(jnp.sum(b - BIT_TARGET, axis=-1)) / b.shape[-1],
+    derivative=_coupled_bits_derivative,
+    params=("logits",),
+    estimators=DISCRETE_ESTIMATORS,
+    label=f"b ~ Bernoulli(sigmoid(logits)), f(b) = (sum_d (b_d - {BIT_TARGET}))^2 / D "
+    "(not separable), parameter logits",
+    family="discrete",
+  ),
 }
-DEFAULT_COSTS = ("cos", "squares")
+DEFAULT_COSTS = ("cos", "squares", "bits")
 
 # The scale of the mean-only parameterization.
 FIXED_SIGMA = 0.5
@@ -237,6 +326,18 @@ def make_params(dim: int, seed: int, names: Sequence[str] = ("mu", "log_sigma"))
   return {name: params[name] for name in names}
 
 
+def make_logits(dim: int, seed: int) -> Array:
+  """Deterministic Bernoulli logits ``~ N(0, 1)``, shape ``(D,)`` (the discrete ``params``)."""
+  return jax.random.normal(jax.random.key(seed + 2), (dim,), jnp.float32)
+
+
+def make_problem_params(cost: Cost, dim: int, seed: int) -> Any:
+  """The parameters of ``cost``'s problem: a dict for a Normal, the logits for a Bernoulli."""
+  if cost.family == "discrete":
+    return make_logits(dim, seed)
+  return make_params(dim, seed, cost.params)
+
+
 def sample_mean(x: Array) -> Array:
   """Mean over the leading (sample) axis, written as a contraction with ``1/N``.
 
@@ -257,7 +358,15 @@ def sample_mean(x: Array) -> Array:
 
 
 def gradest_fn(estimator: str, per_sample: bool, num_samples: int, cost: Cost):
-  """``(params, key) -> (grad, per_sample, values)`` through gradest's public API."""
+  """``(params, key) -> (grad, per_sample, values)`` through gradest's public API.
+
+  The discrete estimators are called through their registry entries
+  (``gradest.ESTIMATORS[name].estimate``, with the entry's options, e.g. the
+  leave-one-out baseline of ``reinforce_loo``) with ``dist_fn = Bernoulli``;
+  straight-through gets ``temperature=ST_TEMPERATURE``.
+  """
+  if cost.family == "discrete":
+    return _gradest_discrete_fn(estimator, per_sample, num_samples, cost)
 
   def fn(params, key):
     kwargs = dict(return_per_sample=per_sample)
@@ -275,6 +384,21 @@ def gradest_fn(estimator: str, per_sample: bool, num_samples: int, cost: Cost):
       )
     else:
       raise ValueError(f"unknown estimator {estimator!r}; choose from {ESTIMATORS}.")
+    return est.grad, est.per_sample, est.values
+
+  return fn
+
+
+def _gradest_discrete_fn(estimator: str, per_sample: bool, num_samples: int, cost: Cost):
+  if estimator not in DISCRETE_ESTIMATORS:
+    raise ValueError(f"unknown estimator {estimator!r}; choose from {DISCRETE_ESTIMATORS}.")
+  entry = gradest.ESTIMATORS[estimator]
+  overrides = {"temperature": ST_TEMPERATURE} if estimator == "straight_through" else {}
+
+  def fn(logits, key):
+    est = entry.estimate(
+      cost.f, Bernoulli, logits, key, num_samples, return_per_sample=per_sample, **overrides
+    )
     return est.grad, est.per_sample, est.values
 
   return fn
@@ -392,8 +516,101 @@ def reference_measure_valued(num_samples: int, cost: Cost, per_sample: bool):
   return fn
 
 
+# The Bernoulli references. gradest's discrete estimators draw, for row i (a sample, or an
+# antithetic pair), the key k_i = jax.random.split(key, rows)[i], split it into (noise
+# key, conditional key) and draw logistic noise L_i from the noise key; the sample is
+# b_i = 1[l + L_i > 0]. The score function draws b_i = Bernoulli(l).sample(k_i) with
+# k_i = jax.random.split(key, N)[i]. The references draw the same, then use closed forms.
+
+
+def _logistic_rows(key: Array, rows: int, dim: int) -> Array:
+  """``(rows, D)`` logistic noise, row ``i`` from ``split(split(key, rows)[i])[0]``."""
+
+  def noise(k):
+    return gradest.logistic_noise(jax.random.split(k)[0], (dim,), jnp.float32)
+
+  return jax.vmap(noise)(jax.random.split(key, rows))
+
+
+def _bits(z: Array) -> Array:
+  return (z > 0).astype(z.dtype)
+
+
+def reference_antithetic(num_samples: int, cost: Cost, per_sample: bool, integrated: bool):
+  r"""ARM (``integrated=False``) and DisARM over ``M = N/2`` antithetic pairs.
+
+  With :math:`b = \mathbb 1[\ell + L > 0]` and :math:`\tilde b = \mathbb 1[\ell - L > 0]`,
+  DisARM's term is :math:`\tfrac12(f(b) - f(\tilde b))(b - \tilde b)\,\sigma(|\ell|)` and
+  ARM's :math:`(f(b) - f(\tilde b))(\sigma(L) - \tfrac12)`; ``values`` are the ``M``
+  first members' costs, then the ``M`` second members'.
+  """
+  m = num_samples // 2
+
+  def fn(logits, key):
+    noise = _logistic_rows(key, m, logits.shape[0])
+    b, b_tilde = _bits(logits + noise), _bits(logits - noise)
+    f_b, f_tilde = cost.batched(b), cost.batched(b_tilde)
+    values = jnp.concatenate([f_b, f_tilde])
+    if integrated:
+      w, z, scale = 0.5 * (f_b - f_tilde), b - b_tilde, jax.nn.sigmoid(jnp.abs(logits))
+    else:
+      w, z, scale = f_b - f_tilde, jax.nn.sigmoid(noise) - 0.5, None
+    if per_sample:
+      ps = w[:, None] * z if scale is None else w[:, None] * z * scale
+      return sample_mean(ps), ps, values
+    grad = (w @ z) / m
+    return (grad if scale is None else grad * scale), None, values
+
+  return fn
+
+
+def reference_reinforce_loo(num_samples: int, cost: Cost, per_sample: bool):
+  r"""REINFORCE with the leave-one-out baseline: :math:`(f_i - \bar f_{-i})(b_i - \sigma(\ell))`."""
+  n = num_samples
+
+  def fn(logits, key):
+    b = jax.vmap(Bernoulli(logits).sample)(jax.random.split(key, n))
+    values = cost.batched(b)
+    w = values - (jnp.sum(values) - values) / (n - 1)
+    z = b - jax.nn.sigmoid(logits)
+    if per_sample:
+      ps = w[:, None] * z
+      return sample_mean(ps), ps, values
+    return (w @ z) / n, None, values
+
+  return fn
+
+
+def reference_straight_through(num_samples: int, cost: Cost, per_sample: bool):
+  r"""Straight-through: :math:`f'(b)\, s (1 - s) / \tau` at :math:`b = \mathbb 1[\ell + L > 0]`.
+
+  :math:`s = \sigma((\ell + L)/\tau)`, the relaxed sample, whose derivative in
+  :math:`\ell` is :math:`s(1 - s)/\tau`.
+  """
+  n, tau = num_samples, ST_TEMPERATURE
+
+  def fn(logits, key):
+    noise = _logistic_rows(key, n, logits.shape[0])
+    z = logits + noise
+    b = _bits(z)
+    values = cost.batched(b)
+    s = jax.nn.sigmoid(z / tau)
+    ps = cost.derivative(b) * (s * (1.0 - s) / tau)
+    return sample_mean(ps), (ps if per_sample else None), values
+
+  return fn
+
+
 def reference_fn(estimator: str, per_sample: bool, num_samples: int, cost: Cost):
   """``(params, key) -> (grad, per_sample, values)``, the hand-written reference."""
+  if cost.family == "discrete":
+    if estimator in ("arm", "disarm"):
+      return reference_antithetic(num_samples, cost, per_sample, integrated=estimator == "disarm")
+    if estimator == "reinforce_loo":
+      return reference_reinforce_loo(num_samples, cost, per_sample)
+    if estimator == "straight_through":
+      return reference_straight_through(num_samples, cost, per_sample)
+    raise ValueError(f"unknown estimator {estimator!r}; choose from {DISCRETE_ESTIMATORS}.")
   if estimator in ("score", "score_loo"):
     return reference_score(num_samples, cost, per_sample, loo=estimator == "score_loo")
   if estimator == "pathwise":
@@ -435,6 +652,8 @@ def optax_fn(estimator: str, num_samples: int, cost: Cost):
   Returns:
     ``(fn, None)``, or ``(None, reason)`` when optax cannot run this estimator.
   """
+  if cost.family == "discrete":
+    return None, "optax.monte_carlo has no discrete estimators"
   found, reason = _optax_monte_carlo()
   if found is None:
     return None, reason
@@ -510,7 +729,7 @@ def max_relative_error(result: Outputs, reference: Outputs) -> float:
 class Settings:
   """What to run and how (see :func:`parse_args` for the meaning of each field)."""
 
-  cells: tuple[tuple[int, int], ...]  # (D, N) pairs
+  cells: tuple[tuple[int, int], ...]  # (D, N) pairs of the continuous costs
   estimators: tuple[str, ...]
   modes: tuple[str, ...]
   costs: tuple[str, ...]
@@ -526,18 +745,32 @@ class Settings:
   use_optax: bool
   optax_max_work: float = 1e9
   fast_compile: bool = False
+  discrete_cells: tuple[tuple[int, int], ...] = DISCRETE_CELLS  # (D, N) of the Bernoulli costs
+
+
+def cells_for(settings: Settings, cost: Cost) -> tuple[tuple[int, int], ...]:
+  """The ``(D, N)`` cells run for ``cost`` (its family's)."""
+  return settings.discrete_cells if cost.family == "discrete" else settings.cells
 
 
 def _skip_reason(settings: Settings, estimator: str, mode: str, dim: int, n: int) -> str | None:
+  entry = gradest.ESTIMATORS.get(estimator)
+  if entry is not None and estimator in DISCRETE_ESTIMATORS:
+    if n < entry.min_samples or n % entry.evaluations_per_row:
+      return (
+        f"{estimator} needs N >= {entry.min_samples} evaluations, a multiple of "
+        f"{entry.evaluations_per_row}; got N = {n}"
+      )
   if estimator == "measure_valued" and n * dim * dim > settings.mvd_max_work:
     return (
       f"measure-valued: 4 N D = {4 * n * dim:.1e} evaluations of an O(D) cost, "
       f"N D^2 = {n * dim * dim:.1e} > --mvd-max-work {settings.mvd_max_work:.0e} "
       "(O(N D^2) for every implementation)"
     )
-  if mode == "per_sample" and n * dim > settings.per_sample_max_elements:
+  rows = n // entry.evaluations_per_row if estimator in DISCRETE_ESTIMATORS else n
+  if mode == "per_sample" and rows * dim > settings.per_sample_max_elements:
     return (
-      f"per-sample output N x D = {n * dim:.1e} elements per leaf > "
+      f"per-sample output {rows} x D = {rows * dim:.1e} elements per leaf > "
       f"--per-sample-max-elements {settings.per_sample_max_elements:.0e}"
     )
   at_least = 2 * 4 * n * dim  # the N x D samples and their noise, float32.
@@ -588,7 +821,7 @@ def run_cell(
     return row
 
   max_bytes = settings.max_gb * 1e9
-  params = make_params(dim, settings.seed, cost.params)
+  params = make_problem_params(cost, dim, settings.seed)
   key = jax.random.key(settings.seed)
   args = (params, key)
   candidates = {
@@ -668,12 +901,12 @@ def run(
   """Runs every (cost, D, N, estimator, mode) cell; see :func:`run_cell` for the rows.
 
   Each cost runs the estimators of ``settings.estimators`` that it lists
-  (:attr:`Cost.estimators`).
+  (:attr:`Cost.estimators`), on its family's cells (:func:`cells_for`).
   """
   cells = [
     (COSTS[name], estimator, mode, dim, n)
     for name in settings.costs
-    for dim, n in settings.cells
+    for dim, n in cells_for(settings, COSTS[name])
     for estimator in settings.estimators
     if estimator in COSTS[name].estimators
     for mode in settings.modes
@@ -723,7 +956,7 @@ def _fmt(x: Any, spec: str) -> str:
 def format_table(rows: Sequence[dict[str, Any]], statistic: str = "min") -> str:
   """The results as a fixed-width text table (times in ms per call), one part per cost."""
   header = (
-    f"{'estimator':<15}{'mode':<11}{'D':>7}{'N':>7}{'gradest':>11}{'reference':>11}"
+    f"{'estimator':<17}{'mode':<11}{'D':>7}{'N':>7}{'gradest':>11}{'reference':>11}"
     f"{'optax':>11}{'g/ref':>7}{'(med)':>7}{'opt/g':>8}{'(med)':>8}{'rel err':>9}  note"
   )
   lines = [
@@ -744,7 +977,7 @@ def format_table(rows: Sequence[dict[str, Any]], statistic: str = "min") -> str:
     )
     note = r["note"] if r["check"] in ("ok", "skipped") else f"{r['check']}; {r['note']}"
     lines.append(
-      f"{r['estimator']:<15}{r['mode']:<11}{r['dim']:>7}{r['num_samples']:>7}"
+      f"{r['estimator']:<17}{r['mode']:<11}{r['dim']:>7}{r['num_samples']:>7}"
       f"{_fmt(r['gradest_ms'], '11.3f')}{_fmt(r['reference_ms'], '11.3f')}"
       f"{_fmt(r['optax_ms'], '11.3f')}{_fmt(ratio, '7.2f')}"
       f"{_fmt(r['gradest_over_reference_median'], '7.2f')}"
@@ -807,7 +1040,10 @@ def plot(rows: Sequence[dict[str, Any]], path: str, statistic: str = "min") -> N
     ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
     ax.set_ylabel(title + " (time ratio)")
     ax.grid(axis="y", which="both", alpha=0.3)
-    handles = [Patch(color=f"C{i}", label=name) for i, name in enumerate(ESTIMATORS)]
+    shown = {r["estimator"] for r in timed}
+    handles = [
+      Patch(color=f"C{i}", label=name) for i, name in enumerate(ESTIMATORS) if name in shown
+    ]
     ax.legend(handles=[*ax.get_legend_handles_labels()[0], *handles], loc="upper left", fontsize=7)
     if not finite.size:
       ax.text(0.5, 0.5, "no optax timings", transform=ax.transAxes, ha="center")
@@ -884,6 +1120,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     default=DEFAULT_COSTS,
     help=f"comma-separated costs from {','.join(COSTS)} (default {','.join(DEFAULT_COSTS)})",
   )
+  p.add_argument(
+    "--families",
+    type=_name_list(FAMILIES),
+    default=FAMILIES,
+    help="run the costs of these families only: continuous (Normal), discrete (Bernoulli) "
+    "or both (default)",
+  )
   p.add_argument("--repeats", type=int, default=None, help="measurements per function (5)")
   p.add_argument(
     "--min-time", type=float, default=None, help="seconds per measurement, at least (0.02)"
@@ -942,20 +1185,26 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   args = p.parse_args(argv)
   if args.repeats is not None and args.repeats < 1:
     p.error("--repeats must be >= 1")
+  args.costs = tuple(c for c in args.costs if COSTS[c].family in args.families)
+  if not args.costs:
+    p.error("no cost of --costs is in --families")
   return args
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
   if args.cells:
-    cells = args.cells
+    cells = discrete_cells = args.cells
   elif args.quick or args.dims or args.samples:
     dims = args.dims or (QUICK_DIMS if args.quick else FULL_DIMS)
     samples = args.samples or (QUICK_SAMPLES if args.quick else FULL_SAMPLES)
     cells = tuple((d, n) for d in dims for n in samples)
+    samples = args.samples or (QUICK_SAMPLES if args.quick else DISCRETE_SAMPLES)
+    discrete_cells = tuple((d, n) for d in dims for n in samples)
   else:
-    cells = FULL_CELLS
+    cells, discrete_cells = FULL_CELLS, DISCRETE_CELLS
   return Settings(
     cells=cells,
+    discrete_cells=discrete_cells,
     estimators=tuple(args.estimators),
     modes=tuple(args.modes),
     costs=tuple(args.costs),
