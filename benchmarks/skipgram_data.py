@@ -46,6 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradest._src.base import Array, check_key, check_positive_int, is_concrete
+from gradest.models.skipgram import check_ids
 
 SUBSAMPLING_RULES = ("paper", "word2vec")
 # The components of a content token: (same cell, same topic, same role, anywhere).
@@ -422,19 +423,8 @@ def subsample(
   check_key(key)
   tokens = _int_array(tokens, "tokens")
   probs = keep_probabilities(counts, threshold, rule=rule)
-  _check_ids(tokens, probs.shape[0], "tokens")
+  check_ids(tokens, probs.shape[0], "tokens")
   return jax.random.uniform(key, tokens.shape) < probs[tokens]
-
-
-def _check_ids(ids: Array, vocab_size: int, name: str) -> None:
-  if is_concrete(ids) and ids.size:
-    values = np.asarray(ids)
-    low, high = int(values.min()), int(values.max())
-    if low < 0 or high >= vocab_size:
-      raise ValueError(
-        f"{name} must be word ids in [0, {vocab_size}) (vocab_size from counts or the "
-        f"embedding tables), got values in [{low}, {high}]."
-      )
 
 
 class Pairs(NamedTuple):
@@ -614,7 +604,7 @@ def make_batches(
   batch_size = check_positive_int(batch_size, "batch_size")
   chunk = check_positive_int(sentences_per_chunk, "sentences_per_chunk")
   _check_threshold(threshold)
-  _check_ids(tokens, counts.shape[0], "tokens")
+  check_ids(tokens, counts.shape[0], "tokens")
   probs = keep_probabilities(counts, threshold, rule=rule)
   k_keep, k_window, k_shuffle = jax.random.split(key, 3)
   num_sentences = tokens.shape[0]

@@ -139,3 +139,12 @@ def test_check_baseline():
     check_baseline("mean")
   with pytest.raises(ValueError, match="baseline must be a scalar"):
     check_baseline(jnp.ones(2))
+
+
+def test_same_structure_accepts_python_number_leaves():
+  # Regression: the shape comparison read .shape of the leaves, which floats do not have.
+  from gradest._src.base import check_same_structure
+
+  check_same_structure({"a": 1.0, "b": 2}, {"a": jnp.array(0.5), "b": jnp.array(1.0)}, "v", "p")
+  with pytest.raises(ValueError, match="leaf shapes"):
+    check_same_structure({"a": jnp.ones(2), "b": 2.0}, {"a": 0.5, "b": 1.0}, "v", "p")

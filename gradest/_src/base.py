@@ -224,6 +224,10 @@ def check_reparameterized(dist: Any, key: Array, name: str = "pathwise_grad") ->
     )
 
 
+def _shape_struct(x: Any) -> jax.ShapeDtypeStruct:
+  return jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x))
+
+
 def check_same_structure(tree: PyTree, reference: PyTree, name: str, reference_name: str) -> None:
   """Raises a ``ValueError`` unless ``tree`` has the structure and leaf shapes of ``reference``."""
   try:
@@ -234,7 +238,10 @@ def check_same_structure(tree: PyTree, reference: PyTree, name: str, reference_n
       f"{jax.tree.structure(tree)} for {jax.tree.structure(reference)}."
     ) from None
   try:
-    chex.assert_trees_all_equal_shapes(tree, reference)
+    # Leaves may be Python numbers: compare the shapes they have as arrays.
+    chex.assert_trees_all_equal_shapes(
+      jax.tree.map(_shape_struct, tree), jax.tree.map(_shape_struct, reference)
+    )
   except AssertionError:
     for a, b in zip(jax.tree.leaves(tree), jax.tree.leaves(reference), strict=True):
       if jnp.shape(a) != jnp.shape(b):

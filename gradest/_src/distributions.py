@@ -160,7 +160,9 @@ class Bernoulli(Distribution):
 
   def log_prob(self, x: Array) -> Array:
     x = jnp.asarray(x, self.logits.dtype)
-    lp = x * jax.nn.log_sigmoid(self.logits) + (1 - x) * jax.nn.log_sigmoid(-self.logits)
+    # x log sigmoid(l) + (1 - x) log sigmoid(-l) = x l - softplus(l): one softplus, and
+    # the gradient x - sigmoid(l) without extra exponentials.
+    lp = x * self.logits - jax.nn.softplus(self.logits)
     return _sum_event(lp, len(self.event_shape))
 
   def entropy(self) -> Array:

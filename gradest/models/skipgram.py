@@ -81,7 +81,8 @@ def _int_array(x: Any, name: str) -> Array:
   return x.astype(jnp.int32)
 
 
-def _check_ids(ids: Array, vocab_size: int, name: str) -> None:
+def check_ids(ids: Array, vocab_size: int, name: str) -> None:
+  """Raises if concrete word ids fall outside ``[0, vocab_size)``."""
   if is_concrete(ids) and ids.size:
     values = np.asarray(ids)
     low, high = int(values.min()), int(values.max())
@@ -184,8 +185,8 @@ def _check_step_args(params, centers, contexts, weights, sampler, num_negatives,
       f"{vocab_size} of params."
     )
   num_negatives = check_positive_int(num_negatives, "num_negatives")
-  _check_ids(centers, vocab_size, "centers")
-  _check_ids(contexts, vocab_size, "contexts")
+  check_ids(centers, vocab_size, "centers")
+  check_ids(contexts, vocab_size, "contexts")
   return params, centers, contexts, weights, num_negatives
 
 
