@@ -2,13 +2,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from scipy import stats
+from scipy import special, stats
 
 from gradest.distributions import (
   Bernoulli,
   Categorical,
   Gamma,
   Normal,
+  OneHotCategorical,
   as_distribution,
   kl_divergence,
 )
@@ -163,3 +164,61 @@ def test_distrax_and_numpyro_adapters(key):
       d.log_prob(x), Bernoulli(loc).log_prob(x.astype(jnp.float32)), rtol=1e-5
     )
   assert not as_distribution(numpyro_dist.BernoulliLogits(loc)).reparameterized
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16, jnp.float32])
+def test_bernoulli_log_prob_at_extreme_logits(dtype):
+  # log_prob is x l - softplus(l): finite, of the logits' dtype, and equal to the
+  # log-sigmoid form (computed in float64) to the dtype's resolution, eagerly and jitted.
+  logits = jnp.array([-1e4, -100.0, -20.0, -1.0, 0.0, 2.0, 30.0, 100.0, 1e4], dtype)
+  for x in (0.0, 1.0):
+    b = jnp.full(logits.shape, x, dtype)
+    per_coord = jax.vmap(lambda lg, bb: Bernoulli(lg).log_prob(bb))(logits, b)
+    jitted = jax.jit(jax.vmap(lambda lg, bb: Bernoulli(lg).log_prob(bb)))(logits, b)
+    l64 = np.asarray(logits, np.float64)
+    want = x * l64 - np.logaddexp(0.0, l64)
+    assert per_coord.dtype == dtype and np.all(np.isfinite(np.asarray(per_coord, np.float32)))
+    np.testing.assert_array_equal(np.asarray(per_coord), np.asarray(jitted))
+    tol = float(jnp.finfo(dtype).eps) * (1.0 + np.abs(want)) + 1e-6
+    assert np.all(np.abs(np.asarray(per_coord, np.float64) - want) <= tol), (x, per_coord, want)
+    grad = jax.grad(lambda lg, b=b: Bernoulli(lg).log_prob(b))(logits)
+    np.testing.assert_allclose(
+      np.asarray(grad, np.float64), x - special.expit(l64), atol=2 * float(jnp.finfo(dtype).eps)
+    )
+
+
+def test_one_hot_categorical_matches_categorical(key):
+  logits = jnp.array([[0.5, -1.0, 2.0], [0.0, 0.3, -0.3]])
+  one_hot = OneHotCategorical(logits)
+  b = one_hot.sample(key, (1000,))
+  assert b.shape == (1000, 2, 3) and b.dtype == logits.dtype
+  np.testing.assert_array_equal(b.sum(-1), 1.0)
+  index = jnp.argmax(b, -1)
+  np.testing.assert_allclose(
+    one_hot.log_prob(b), Categorical(logits).log_prob(index), rtol=1e-6, atol=1e-6
+  )
+  np.testing.assert_allclose(one_hot.entropy(), Categorical(logits).entropy(), rtol=1e-6)
+  with pytest.raises(ValueError, match="num_classes >= 2"):
+    OneHotCategorical(jnp.zeros((3, 1)))
+
+
+def test_foreign_discrete_distributions_become_gradest_families():
+  distrax = pytest.importorskip("distrax")
+  numpyro_dist = pytest.importorskip("numpyro.distributions")
+  logits = jnp.array([0.5, -1.0, 2.0])
+  cases = [
+    (distrax.Bernoulli(logits=logits), Bernoulli),
+    (numpyro_dist.Bernoulli(logits=logits), Bernoulli),
+    (numpyro_dist.Bernoulli(probs=jax.nn.sigmoid(logits)), Bernoulli),
+    (distrax.Categorical(logits=logits), Categorical),
+    (distrax.OneHotCategorical(logits=logits), OneHotCategorical),
+    (numpyro_dist.Categorical(logits=logits), Categorical),
+    (numpyro_dist.Categorical(probs=jax.nn.softmax(logits)), Categorical),
+  ]
+  for foreign, family in cases:
+    got = as_distribution(foreign)
+    assert type(got) is family, (type(foreign), type(got))
+    # The same distribution: equal probabilities (logits may differ by a constant).
+    probs = jax.nn.sigmoid(got.logits) if family is Bernoulli else jax.nn.softmax(got.logits)
+    want = jax.nn.sigmoid(logits) if family is Bernoulli else jax.nn.softmax(logits)
+    np.testing.assert_allclose(probs, want, rtol=1e-5, atol=1e-6)

@@ -106,6 +106,7 @@ def prepare(
   min_samples: int = 1,
   why: str = "",
   check_dist: Callable[[Any, Array], None] | None = None,
+  dist_name: str = "dist_fn(params)",
 ) -> Setup:
   """Checks an estimator's arguments and builds what its pipeline needs.
 
@@ -121,6 +122,7 @@ def prepare(
     why: why ``min_samples`` is needed, for the error message.
     check_dist: ``check_dist(dist, key)`` raises if the estimator cannot use the
       distribution; it runs before ``f`` is traced on a sample.
+    dist_name: how errors name the distribution (``"dist"`` at the objective level).
 
   Returns:
     A :class:`Setup`.
@@ -141,7 +143,7 @@ def prepare(
   n = check_num_samples(num_samples, min_samples, why)
   check_key(key)
   check_cv_coefficient(cv_coefficient)
-  dist = as_distribution(dist_fn(params))
+  dist = as_distribution(dist_fn(params), dist_name)
   if check_dist is not None:
     check_dist(dist, key)
   check_scalar_output(f, jax.eval_shape(dist.sample, key))

@@ -236,9 +236,17 @@ def estimate_grad(
   **options: Any,
 ) -> GradEstimate:
   """The gradient level: terms in the logits' space, pulled back to ``params``."""
-  fam, logits, n = check_discrete(spec, f, dist_fn(params), key, num_samples, "dist_fn(params)")
+  checked = {}
+
+  def logits_fn(p):
+    # One forward pass of dist_fn: checked here, and linearized for the pull-back.
+    fam, logits, n = check_discrete(spec, f, dist_fn(p), key, num_samples, "dist_fn(params)")
+    checked.update(fam=fam, n=n)
+    return logits
+
+  logits, pullback = jax.vjp(logits_fn, params)
+  fam, n = checked["fam"], checked["n"]
   terms = terms_fn(fam, logits, f, key, n, sample_sharding, **options)
-  _, pullback = jax.vjp(lambda p: discrete_family(dist_fn(p))[1], params)
   # Terms computed in float32 for half-precision logits go back in the logits' dtype.
   terms_per_sample = terms.per_sample.astype(logits.dtype)
   if return_per_sample:

@@ -14,10 +14,7 @@ from gradest._src.base import (
   Array,
   GradEstimate,
   PyTree,
-  check_key,
-  check_num_samples,
   check_reparameterized,
-  check_scalar_output,
   sample_keys,
 )
 from gradest._src.distributions import as_distribution
@@ -161,10 +158,10 @@ def pathwise_objective(
     >>> bool(abs(jax.grad(loss)(1.0) - 2.0) < 0.2)  # d/dmu E[x^2] = 2 mu
     True
   """
-  n = check_num_samples(num_samples)
-  check_key(key)
-  dist = as_distribution(dist, "dist")
-  check_reparameterized(dist, key, "pathwise_objective")
-  check_scalar_output(f, jax.eval_shape(dist.sample, key))
-  keys = sample_keys(key, n, sample_sharding)
+  setup = core.prepare(
+    f, lambda _: dist, None, key, num_samples, dist_name="dist",
+    check_dist=lambda d, k: check_reparameterized(d, k, "pathwise_objective"),
+  )
+  dist = setup.dist
+  keys = sample_keys(key, setup.num_samples, sample_sharding)
   return jnp.mean(jax.vmap(lambda k: f(dist.sample(k)))(keys))

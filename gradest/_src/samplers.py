@@ -1009,35 +1009,54 @@ def checked_candidates(
   return _sample_candidates(sampler, key, labels, k, unique, shared_negatives, exclude_true)
 
 
+@functools.partial(jax.jit, static_argnums=(2,))
+def _support_counts(log_probs: Array, sets: Array, exclude: bool) -> tuple[Array, Array, Array]:
+  """On device: whether every id of ``sets`` has ``q > 0``, the number of classes with
+  ``q > 0``, and the most of them one row of ``sets`` holds (distinct ids; 0 if not
+  ``exclude``). Only these three scalars leave the device."""
+  support = jnp.isfinite(log_probs)
+  in_support = support[sets]
+  excluded = jnp.zeros((), jnp.int32)
+  if exclude:
+    rows = jnp.sort(sets, axis=1)
+    first = jnp.concatenate([jnp.ones_like(rows[:, :1], bool), rows[:, 1:] != rows[:, :-1]], 1)
+    excluded = jnp.max(jnp.sum(support[rows] & first, axis=1))
+  return jnp.all(in_support), jnp.sum(support), excluded
+
+
 def _check_drawable(sampler, labels, k, unique, shared_negatives, exclude_true) -> None:
-  """Concrete inputs: every label has ``q > 0`` and every set of candidates can be filled."""
+  """Concrete inputs: every label has ``q > 0`` and every set of candidates can be filled.
+
+  The counts are reduced on the device (no copy of the ``V`` probabilities to the host);
+  inside an outer trace, where they cannot be read, nothing is checked.
+  """
   if not isinstance(sampler, UnigramSampler):
     return  # the uniform and log-uniform samplers give every class q > 0
-  labels = np.asarray(labels)
-  support = np.isfinite(np.asarray(sampler.log_probs))
-  if not np.all(support[labels]):
-    bad = np.unique(labels[~support[labels]])[:5].tolist()
+  sets = labels.reshape(1, -1) if shared_negatives else labels.reshape(-1, labels.shape[-1])
+  try:
+    labels_ok, support, excluded = (
+      int(x) for x in _support_counts(sampler.log_probs, sets, exclude_true)
+    )
+  except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+    return
+  if not labels_ok:
+    flat = np.asarray(labels).reshape(-1)
+    bad = [int(i) for i in np.unique(flat) if not np.isfinite(float(sampler.log_probs[i]))][:5]
     raise ValueError(
       f"labels include classes the sampler never draws (q = 0), e.g. {bad}: the sampled "
       "losses correct each logit by log q, which is -inf there. Give every class that "
       "can be a label a nonzero weight (e.g. unigram_sampler(counts + 1))."
     )
-  if unique or exclude_true:
-    left = int(support.sum())
-    if exclude_true:
-      sets = labels.reshape(1, -1) if shared_negatives else labels.reshape(-1, labels.shape[-1])
-      sets = np.sort(sets, axis=1)
-      first = np.concatenate([np.ones((len(sets), 1), bool), sets[:, 1:] != sets[:, :-1]], 1)
-      left -= int(np.max(np.sum(support[sets] & first, axis=1)))
-    if left < (k if unique else 1):
-      raise ValueError(
-        f"the sampler gives {left} classes nonzero probability"
-        + (" outside the excluded labels" if exclude_true else "")
-        + f", too few to draw num_sampled={k}"
-        + (" distinct candidates" if unique else " candidates")
-        + "; use unique=False, a smaller num_sampled, exclude_true=False, or a sampler "
-        "with wider support (e.g. unigram_sampler(counts + 1))."
-      )
+  left = support - excluded
+  if (unique or exclude_true) and left < (k if unique else 1):
+    raise ValueError(
+      f"the sampler gives {left} classes nonzero probability"
+      + (" outside the excluded labels" if exclude_true else "")
+      + f", too few to draw num_sampled={k}"
+      + (" distinct candidates" if unique else " candidates")
+      + "; use unique=False, a smaller num_sampled, exclude_true=False, or a sampler "
+      "with wider support (e.g. unigram_sampler(counts + 1))."
+    )
 
 
 @functools.partial(jax.jit, static_argnums=(3, 4, 5, 6))

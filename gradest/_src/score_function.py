@@ -15,9 +15,6 @@ from gradest._src.base import (
   GradEstimate,
   PyTree,
   check_baseline,
-  check_key,
-  check_num_samples,
-  check_scalar_output,
   draw_samples,
   tree_scale_per_sample,
   tree_weighted_sum,
@@ -331,13 +328,12 @@ def score_function_objective(
     2018.
   """
   loo = check_baseline(baseline)
-  n = check_num_samples(
-    num_samples, 2 if loo else 1, "the leave-one-out baseline needs at least two samples"
+  setup = core.prepare(
+    f, lambda _: dist, None, key, num_samples, min_samples=2 if loo else 1,
+    why="the leave-one-out baseline needs at least two samples", dist_name="dist",
   )
-  check_key(key)
-  dist = as_distribution(dist, "dist")
-  check_scalar_output(f, jax.eval_shape(dist.sample, key))
-  _, xs = draw_samples(dist, key, n, sample_sharding)
+  dist = setup.dist
+  _, xs = draw_samples(dist, key, setup.num_samples, sample_sharding)
   xs = jax.lax.stop_gradient(xs)
   values = jax.vmap(f)(xs)
   return jnp.mean(score_function_surrogate(values, jax.vmap(dist.log_prob)(xs), baseline))
