@@ -43,6 +43,7 @@ from gradest._src.gumbel import (
   straight_through,
   truncated_gumbel,
 )
+from gradest._src.kfac import KFACState, kfac, scale_by_kfac
 from gradest._src.measure_valued import measure_valued_grad
 from gradest._src.natural_gradient import (
   FisherDiagonalState,
@@ -93,6 +94,7 @@ __all__ = [
   "Estimator",
   "FisherDiagonalState",
   "GradEstimate",
+  "KFACState",
   "KLTrustRegionState",
   "Likelihood",
   "MovingAverageBaseline",
@@ -128,6 +130,7 @@ __all__ = [
   "hessian_diagonal",
   "infonce_loss",
   "init_rebar_params",
+  "kfac",
   "kl_trust_region",
   "leave_one_out_baseline",
   "logistic_noise",
@@ -153,6 +156,7 @@ __all__ = [
   "sampled_softmax_loss",
   "samplers",
   "scale_by_fisher_diagonal",
+  "scale_by_kfac",
   "scale_by_kl_trust_region",
   "scale_by_natural_gradient",
   "score_function_grad",

@@ -133,8 +133,6 @@ def perturb(fam: Family, key: Array, logits: Array) -> tuple[Array, Array]:
   return fam.noise(k_noise, logits.shape, logits.dtype), k_cond
 
 
-
-
 def discrete_family(dist: Any, name: str = "dist_fn(params)") -> tuple[Family, Array]:
   """The family and float logits of a discrete distribution (gradest, distrax or numpyro).
 
@@ -289,6 +287,7 @@ def hard_samples(fam: Family, logits: Array, keys: Array) -> tuple[Array, Array,
 def broadcast_rows(weights: Array, logits: Array) -> Array:
   """``(rows,)`` weights shaped to multiply ``(rows,) + logits.shape`` terms."""
   return weights.reshape((-1,) + (1,) * logits.ndim)
+
 
 def _tangent_reaches_output(f, aval) -> bool:
   """Whether the output tangent of ``jax.jvp(f)`` depends on the input tangent at all.
@@ -496,13 +495,25 @@ def arm_grad(
     Networks*, ICLR 2019.
   """
   return estimate_grad(
-    _ARM, _antithetic_terms, f, dist_fn, params, key, num_samples,
-    return_per_sample=return_per_sample, sample_sharding=sample_sharding, integrated=False,
+    _ARM,
+    _antithetic_terms,
+    f,
+    dist_fn,
+    params,
+    key,
+    num_samples,
+    return_per_sample=return_per_sample,
+    sample_sharding=sample_sharding,
+    integrated=False,
   )
 
 
 def arm_objective(
-  f: Callable[[Array], Array], dist: Any, key: Array, num_samples: int, *,
+  f: Callable[[Array], Array],
+  dist: Any,
+  key: Array,
+  num_samples: int,
+  *,
   sample_sharding: Any = None,
 ) -> Array:
   r"""The mean cost over ``num_samples // 2`` antithetic pairs; its gradient is ARM's.
@@ -519,8 +530,14 @@ def arm_objective(
     (2,)
   """
   return estimate_objective(
-    _ARM._replace(name="arm_objective"), _antithetic_terms, f, dist, key, num_samples,
-    sample_sharding=sample_sharding, integrated=False,
+    _ARM._replace(name="arm_objective"),
+    _antithetic_terms,
+    f,
+    dist,
+    key,
+    num_samples,
+    sample_sharding=sample_sharding,
+    integrated=False,
   )[0]
 
 
@@ -559,13 +576,25 @@ def disarm_grad(
     Variables*, NeurIPS 2020.
   """
   return estimate_grad(
-    _DISARM, _antithetic_terms, f, dist_fn, params, key, num_samples,
-    return_per_sample=return_per_sample, sample_sharding=sample_sharding, integrated=True,
+    _DISARM,
+    _antithetic_terms,
+    f,
+    dist_fn,
+    params,
+    key,
+    num_samples,
+    return_per_sample=return_per_sample,
+    sample_sharding=sample_sharding,
+    integrated=True,
   )
 
 
 def disarm_objective(
-  f: Callable[[Array], Array], dist: Any, key: Array, num_samples: int, *,
+  f: Callable[[Array], Array],
+  dist: Any,
+  key: Array,
+  num_samples: int,
+  *,
   sample_sharding: Any = None,
 ) -> Array:
   r"""The mean cost over ``num_samples // 2`` antithetic pairs; its gradient is DisARM's.
@@ -580,8 +609,14 @@ def disarm_objective(
     (2,)
   """
   return estimate_objective(
-    _DISARM._replace(name="disarm_objective"), _antithetic_terms, f, dist, key, num_samples,
-    sample_sharding=sample_sharding, integrated=True,
+    _DISARM._replace(name="disarm_objective"),
+    _antithetic_terms,
+    f,
+    dist,
+    key,
+    num_samples,
+    sample_sharding=sample_sharding,
+    integrated=True,
   )[0]
 
 
@@ -665,15 +700,28 @@ def straight_through_grad(
   """
   check_temperature(temperature)
   return estimate_grad(
-    _STRAIGHT_THROUGH, _relaxed_terms, f, dist_fn, params, key, num_samples,
-    return_per_sample=return_per_sample, sample_sharding=sample_sharding,
-    temperature=temperature, num_conditional=0,
+    _STRAIGHT_THROUGH,
+    _relaxed_terms,
+    f,
+    dist_fn,
+    params,
+    key,
+    num_samples,
+    return_per_sample=return_per_sample,
+    sample_sharding=sample_sharding,
+    temperature=temperature,
+    num_conditional=0,
   )
 
 
 def straight_through_objective(
-  f: Callable[[Array], Array], dist: Any, key: Array, num_samples: int, *,
-  temperature: float | Array = 1.0, sample_sharding: Any = None,
+  f: Callable[[Array], Array],
+  dist: Any,
+  key: Array,
+  num_samples: int,
+  *,
+  temperature: float | Array = 1.0,
+  sample_sharding: Any = None,
 ) -> Array:
   r"""The mean cost at exact samples; its gradient is the straight-through estimator's.
 
@@ -689,8 +737,14 @@ def straight_through_objective(
   """
   check_temperature(temperature)
   return estimate_objective(
-    _STRAIGHT_THROUGH._replace(name="straight_through_objective"), _relaxed_terms, f, dist,
-    key, num_samples, sample_sharding=sample_sharding, temperature=temperature,
+    _STRAIGHT_THROUGH._replace(name="straight_through_objective"),
+    _relaxed_terms,
+    f,
+    dist,
+    key,
+    num_samples,
+    sample_sharding=sample_sharding,
+    temperature=temperature,
     num_conditional=0,
   )[0]
 
@@ -749,15 +803,29 @@ def gumbel_rao_grad(
   check_temperature(temperature)
   k_cond = check_positive_int(num_conditional, "num_conditional")
   return estimate_grad(
-    _GUMBEL_RAO, _relaxed_terms, f, dist_fn, params, key, num_samples,
-    return_per_sample=return_per_sample, sample_sharding=sample_sharding,
-    temperature=temperature, num_conditional=k_cond,
+    _GUMBEL_RAO,
+    _relaxed_terms,
+    f,
+    dist_fn,
+    params,
+    key,
+    num_samples,
+    return_per_sample=return_per_sample,
+    sample_sharding=sample_sharding,
+    temperature=temperature,
+    num_conditional=k_cond,
   )
 
 
 def gumbel_rao_objective(
-  f: Callable[[Array], Array], dist: Any, key: Array, num_samples: int, *,
-  temperature: float | Array = 1.0, num_conditional: int = 10, sample_sharding: Any = None,
+  f: Callable[[Array], Array],
+  dist: Any,
+  key: Array,
+  num_samples: int,
+  *,
+  temperature: float | Array = 1.0,
+  num_conditional: int = 10,
+  sample_sharding: Any = None,
 ) -> Array:
   r"""The mean cost at exact samples; its gradient is the Gumbel-Rao estimator's.
 
@@ -774,10 +842,17 @@ def gumbel_rao_objective(
   check_temperature(temperature)
   k_cond = check_positive_int(num_conditional, "num_conditional")
   return estimate_objective(
-    _GUMBEL_RAO._replace(name="gumbel_rao_objective"), _relaxed_terms, f, dist, key,
-    num_samples, sample_sharding=sample_sharding, temperature=temperature,
+    _GUMBEL_RAO._replace(name="gumbel_rao_objective"),
+    _relaxed_terms,
+    f,
+    dist,
+    key,
+    num_samples,
+    sample_sharding=sample_sharding,
+    temperature=temperature,
     num_conditional=k_cond,
   )[0]
+
 
 def gumbel_rao(
   key: Array,

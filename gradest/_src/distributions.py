@@ -430,7 +430,8 @@ class RelaxedCategorical(Distribution):
 
   def sample(self, key: Array, sample_shape: int | Sequence[int] = ()) -> Array:
     return gumbel_softmax(
-      key, jnp.broadcast_to(self.logits, _shape(sample_shape) + self.event_shape),
+      key,
+      jnp.broadcast_to(self.logits, _shape(sample_shape) + self.event_shape),
       self.temperature,
     )
 
@@ -578,11 +579,15 @@ _FOREIGN_NORMALS = {"distrax": ("Normal", "MultivariateNormalDiag"), "numpyro": 
 # so that the discrete estimators can read the family: by module root and class name.
 _FOREIGN_DISCRETE = {
   "distrax": {
-    "Bernoulli": Bernoulli, "Categorical": Categorical, "OneHotCategorical": OneHotCategorical,
+    "Bernoulli": Bernoulli,
+    "Categorical": Categorical,
+    "OneHotCategorical": OneHotCategorical,
   },
   "numpyro": {
-    "BernoulliLogits": Bernoulli, "BernoulliProbs": Bernoulli,
-    "CategoricalLogits": Categorical, "CategoricalProbs": Categorical,
+    "BernoulliLogits": Bernoulli,
+    "BernoulliProbs": Bernoulli,
+    "CategoricalLogits": Categorical,
+    "CategoricalProbs": Categorical,
   },
 }
 

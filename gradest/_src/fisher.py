@@ -52,7 +52,7 @@ References:
 from __future__ import annotations
 
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -291,7 +291,7 @@ def get_likelihood(likelihood: str | Likelihood) -> Likelihood:
 # --------------------------------------------------------------------------------------
 
 
-def _leading_size(tree: PyTree, name: str) -> int:
+def leading_size(tree: PyTree, name: str) -> int:
   leaves = jax.tree.leaves(tree)
   if not leaves:
     raise ValueError(f"{name} has no arrays; it needs a leading batch axis.")
@@ -304,7 +304,7 @@ def _leading_size(tree: PyTree, name: str) -> int:
   return sizes.pop()
 
 
-def _split_batch(batch: Any, needs_targets: bool, what: str) -> tuple[PyTree, PyTree]:
+def split_batch(batch: Any, needs_targets: bool, what: str) -> tuple[PyTree, PyTree]:
   if batch is None:
     raise TypeError(
       f"{what} needs batch=(inputs, targets), got None; pass the current batch "
@@ -324,11 +324,11 @@ def _split_batch(batch: Any, needs_targets: bool, what: str) -> tuple[PyTree, Py
   return inputs, targets
 
 
-def _check_targets(outputs: PyTree, targets: PyTree, likelihood: Likelihood) -> None:
-  n = _leading_size(outputs, "apply_fn(params, inputs)")
+def check_targets(outputs: PyTree, targets: PyTree, likelihood: Likelihood) -> None:
+  n = leading_size(outputs, "apply_fn(params, inputs)")
   jax.eval_shape(jax.vmap(likelihood.output_fisher_vector_product), outputs, outputs)
   if targets is not None:
-    m = _leading_size(targets, "targets")
+    m = leading_size(targets, "targets")
     if m != n:
       raise ValueError(
         f"targets have {m} examples but apply_fn(params, inputs) returned {n}; the batch's "
@@ -337,7 +337,7 @@ def _check_targets(outputs: PyTree, targets: PyTree, likelihood: Likelihood) -> 
     jax.eval_shape(jax.vmap(likelihood.log_likelihood), outputs, targets)
 
 
-def _check_kind(kind: str, key: Any, choices=KINDS) -> None:
+def check_kind(kind: str, key: Any, choices=KINDS) -> None:
   check_choice(kind, "kind", choices)
   if kind == "monte_carlo":
     if key is None:
@@ -348,7 +348,7 @@ def _check_kind(kind: str, key: Any, choices=KINDS) -> None:
     check_key(key)
 
 
-def _linearize(apply_fn: Callable, params: PyTree, inputs: PyTree):
+def linearize(apply_fn: Callable, params: PyTree, inputs: PyTree):
   """``(outputs, jvp, vjp)`` of ``p -> apply_fn(p, inputs)`` from one forward pass."""
   outputs, jvp = jax.linearize(lambda p: apply_fn(p, inputs), params)
   transpose = jax.linear_transpose(jvp, params)
@@ -360,12 +360,12 @@ def _check_vector(v: PyTree, params: PyTree) -> PyTree:
   return jax.tree.map(lambda a, p: jnp.asarray(a, jnp.result_type(p)), v, params)
 
 
-def _output_grads(likelihood: Likelihood, outputs: Array, targets: Array) -> Array:
+def output_grads(likelihood: Likelihood, outputs: Array, targets: Array) -> Array:
   """Per-example :math:`\\nabla_f \\log p(y_i \\mid f_i)`, shaped like ``outputs``."""
   return jax.vmap(jax.grad(likelihood.log_likelihood))(outputs, targets)
 
 
-def _sampled_targets(likelihood: Likelihood, outputs: Array, key: Array, num_samples: int):
+def sampled_targets(likelihood: Likelihood, outputs: Array, key: Array, num_samples: int):
   """Targets drawn from the model, shape ``(num_samples, N, ...)``, without gradient."""
   n = outputs.shape[0]
   keys = jax.random.split(key, (num_samples, n))
@@ -454,10 +454,10 @@ def fisher_vector_product(
   """
   lik = get_likelihood(likelihood)
   s = check_positive_int(num_samples, "num_samples")
-  _check_kind(kind, key)
-  inputs, targets = _split_batch(batch, kind == "empirical", "fisher_vector_product")
-  outputs, jvp, vjp = _linearize(apply_fn, params, inputs)
-  _check_targets(outputs, targets if kind == "empirical" else None, lik)
+  check_kind(kind, key)
+  inputs, targets = split_batch(batch, kind == "empirical", "fisher_vector_product")
+  outputs, jvp, vjp = linearize(apply_fn, params, inputs)
+  check_targets(outputs, targets if kind == "empirical" else None, lik)
   n = outputs.shape[0]
 
   if kind == "exact":
@@ -466,14 +466,14 @@ def fisher_vector_product(
       return jax.vmap(lik.output_fisher_vector_product)(outputs, u) / n
 
   elif kind == "empirical":
-    g = _output_grads(lik, outputs, targets)
+    g = output_grads(lik, outputs, targets)
 
     def output_product(u):
       return _scale_rows(_rowdot(g, u) / n, g)
 
   else:
-    sampled = _sampled_targets(lik, outputs, key, s)
-    g = jax.vmap(lambda y: _output_grads(lik, outputs, y))(sampled)  # (S, N, ...)
+    sampled = sampled_targets(lik, outputs, key, s)
+    g = jax.vmap(lambda y: output_grads(lik, outputs, y))(sampled)  # (S, N, ...)
     g = jax.lax.stop_gradient(g)
 
     def output_product(u):
@@ -534,12 +534,12 @@ def ggn_vector_product(
     Descent*, Neural Computation 2002. Martens, *Deep learning via Hessian-free
     optimization*, ICML 2010.
   """
-  inputs, targets = _split_batch(batch, False, "ggn_vector_product")
-  outputs, jvp, vjp = _linearize(apply_fn, params, inputs)
-  n = _leading_size(outputs, "apply_fn(params, inputs)")
-  if targets is not None and _leading_size(targets, "targets") != n:
+  inputs, targets = split_batch(batch, False, "ggn_vector_product")
+  outputs, jvp, vjp = linearize(apply_fn, params, inputs)
+  n = leading_size(outputs, "apply_fn(params, inputs)")
+  if targets is not None and leading_size(targets, "targets") != n:
     raise ValueError(
-      f"targets have {_leading_size(targets, 'targets')} examples but apply_fn(params, "
+      f"targets have {leading_size(targets, 'targets')} examples but apply_fn(params, "
       f"inputs) returned {n}; inputs and targets must share the leading axis."
     )
   out_struct = jax.eval_shape(
@@ -560,6 +560,60 @@ def ggn_vector_product(
     return vjp(jax.tree.map(lambda x: x / n, hu))
 
   return ggn
+
+
+def fisher_quadratic_form(
+  apply_fn: Callable[[PyTree, PyTree], Array],
+  params: PyTree,
+  batch: tuple[PyTree, PyTree | None],
+  vectors: Sequence[PyTree],
+  *,
+  likelihood: str | Likelihood,
+) -> Array:
+  r"""The matrix :math:`V^\top F V` of the exact Fisher in the span of a few vectors.
+
+  .. math::
+    Q_{jk} = v_j^\top F v_k = \frac1N \sum_{i=1}^N (J_i v_j)^\top H_i\, (J_i v_k),
+
+  with :math:`F` the exact Fisher (the GGN) of :func:`fisher_vector_product`. Only
+  forward-mode products are needed: one linearization and one ``jvp`` per vector
+  (vectorized), no reverse pass, which makes it the cheap way to evaluate a quadratic
+  model along a few directions (K-FAC's learning rate and momentum, a trust-region
+  scale, a reduction ratio).
+
+  Args:
+    apply_fn: ``apply_fn(params, inputs) -> outputs`` with a leading batch axis ``N``.
+    params: any pytree of floating-point arrays.
+    batch: ``(inputs, targets)``; targets are not used (may be ``None``).
+    vectors: ``k >= 1`` pytrees shaped like ``params``.
+    likelihood: a likelihood name or :class:`Likelihood`.
+
+  Returns:
+    ``Q``, shape ``(k, k)``, symmetric positive semi-definite, float32 or wider.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> apply_fn = lambda p, x: x @ p
+    >>> batch = (jnp.eye(2), None)  # F = I / 2 for the unit-variance Gaussian
+    >>> fisher_quadratic_form(apply_fn, jnp.zeros(2), batch, [jnp.array([1.0, 0.0]),
+    ...                       jnp.array([1.0, 1.0])], likelihood="gaussian")
+    Array([[0.5, 0.5],
+           [0.5, 1. ]], dtype=float32)
+  """
+  lik = get_likelihood(likelihood)
+  vectors = list(vectors)
+  if not vectors:
+    raise ValueError("vectors must hold at least one pytree shaped like params.")
+  inputs, _ = split_batch(batch, False, "fisher_quadratic_form")
+  outputs, jvp, _ = linearize(apply_fn, params, inputs)
+  check_targets(outputs, None, lik)
+  n = outputs.shape[0]
+  stacked = jax.tree.map(lambda *vs: jnp.stack(vs), *[_check_vector(v, params) for v in vectors])
+  tangents = jax.vmap(jvp)(stacked)  # (k, N, ...)
+  h_tangents = jax.vmap(jax.vmap(lik.output_fisher_vector_product), (None, 0))(outputs, tangents)
+  k = len(vectors)
+  q = tangents.reshape(k, -1) @ h_tangents.reshape(k, -1).T / n
+  return 0.5 * (q + q.T)
 
 
 def _kl_hessian_vector_product(dist_fn: Callable[[PyTree], Any], params: PyTree):
@@ -650,7 +704,7 @@ def distribution_fisher_vector_product(
     d = as_distribution(dist_fn(q), "dist_fn(params)")
     return jax.vmap(d.log_prob)(xs)
 
-  _, jvp, vjp = _linearize(lambda q, _: log_probs(q), fixed, None)
+  _, jvp, vjp = linearize(lambda q, _: log_probs(q), fixed, None)
   return _checked(lambda v: vjp(jvp(v) / n), params)
 
 
@@ -719,11 +773,11 @@ def fisher_diagonal(
   """
   lik = get_likelihood(likelihood)
   s = check_positive_int(num_samples, "num_samples")
-  _check_kind(kind, key, DIAGONAL_KINDS)
-  inputs, targets = _split_batch(batch, kind == "empirical", "fisher_diagonal")
-  n = _leading_size(inputs, "inputs")
+  check_kind(kind, key, DIAGONAL_KINDS)
+  inputs, targets = split_batch(batch, kind == "empirical", "fisher_diagonal")
+  n = leading_size(inputs, "inputs")
   outputs = jax.eval_shape(as_jax_callable(apply_fn), params, inputs)
-  _check_targets(outputs, targets if kind == "empirical" else None, lik)
+  check_targets(outputs, targets if kind == "empirical" else None, lik)
 
   def example_outputs(p, x):
     return apply_fn(p, jax.tree.map(lambda a: a[None], x))[0]

@@ -103,9 +103,7 @@ def _prepare(true_logits, sampled_logits, true_log_ec, sampled_log_ec, sampled_m
       _MIN_LOG_COUNT,
     )
     s = s - jnp.maximum(
-      _broadcast(
-        sampled_log_ec, s.shape, "sampled_log_expected_count", "sampled_logits", work
-      ),
+      _broadcast(sampled_log_ec, s.shape, "sampled_log_expected_count", "sampled_logits", work),
       _MIN_LOG_COUNT,
     )
   if sampled_mask is None:
@@ -188,7 +186,10 @@ def nce_loss(
     probabilistic language models*, ICML 2012.
   """
   t, s, mask, out_dtype = _prepare(
-    true_logits, sampled_logits, true_log_expected_count, sampled_log_expected_count,
+    true_logits,
+    sampled_logits,
+    true_log_expected_count,
+    sampled_log_expected_count,
     sampled_mask,
   )
   if log_partition is not None:
@@ -279,7 +280,10 @@ def sampled_softmax_loss(
     target vocabulary for neural machine translation*, ACL 2015.
   """
   t, s, mask, out_dtype = _prepare(
-    true_logits, sampled_logits, true_log_expected_count, sampled_log_expected_count,
+    true_logits,
+    sampled_logits,
+    true_log_expected_count,
+    sampled_log_expected_count,
     sampled_mask,
   )
   z = jnp.concatenate([t, s], axis=-1)
@@ -331,7 +335,10 @@ def ranking_nce_loss(
     models: consistency and statistical efficiency*, EMNLP 2018.
   """
   t, s, mask, out_dtype = _prepare(
-    true_logits, sampled_logits, true_log_expected_count, sampled_log_expected_count,
+    true_logits,
+    sampled_logits,
+    true_log_expected_count,
+    sampled_log_expected_count,
     sampled_mask,
   )
   negatives = jax.nn.logsumexp(s, axis=-1, where=mask, keepdims=True)
@@ -409,9 +416,7 @@ def infonce_loss(
         f"got {negatives.shape}."
       )
   if not in_batch and negatives is None:
-    raise ValueError(
-      "infonce_loss needs negatives: pass negatives=... or keep in_batch=True."
-    )
+    raise ValueError("infonce_loss needs negatives: pass negatives=... or keep in_batch=True.")
   if symmetric and (not in_batch or negatives is not None):
     raise ValueError("symmetric=True needs in_batch=True and no explicit negatives.")
   return _infonce(anchors, positives, negatives, temperature, in_batch, normalize, symmetric)
@@ -645,14 +650,24 @@ def sampled_logits_loss(
     if key is None:
       raise ValueError("key is needed to draw the negatives (or pass candidates=...).")
     candidates = checked_candidates(
-      sampler, key, labels, num_sampled, unique=unique, shared_negatives=shared_negatives,
+      sampler,
+      key,
+      labels,
+      num_sampled,
+      unique=unique,
+      shared_negatives=shared_negatives,
       exclude_true=exclude_true,
     )
   else:
     _check_candidates(candidates, hidden.shape[:-1])
   true_logits, sampled = _gathered_logits(hidden, weights, biases, labels, candidates.sampled)
   return _candidate_loss(
-    true_logits, sampled, labels, candidates, log_partition, loss,
+    true_logits,
+    sampled,
+    labels,
+    candidates,
+    log_partition,
+    loss,
     _remove_hits(loss, remove_accidental_hits),
   )
 
@@ -706,7 +721,12 @@ def candidate_sampling_loss(
   labels = check_labels(labels)
   _check_candidates(candidates, batch_shape)
   return _candidate_loss(
-    true_logits, sampled_logits, labels, candidates, log_partition, loss,
+    true_logits,
+    sampled_logits,
+    labels,
+    candidates,
+    log_partition,
+    loss,
     _remove_hits(loss, remove_accidental_hits),
   )
 
@@ -742,7 +762,9 @@ def _candidate_loss(true_logits, sampled, labels, candidates, log_partition, los
   if loss == "negative_sampling":
     return negative_sampling_loss(true_logits, sampled, sampled_mask=mask)
   args = (
-    true_logits, sampled, candidates.true_log_expected_count,
+    true_logits,
+    sampled,
+    candidates.true_log_expected_count,
     candidates.sampled_log_expected_count,
   )
   if loss == "nce":
@@ -752,9 +774,7 @@ def _candidate_loss(true_logits, sampled, labels, candidates, log_partition, los
   return ranking_nce_loss(*args, sampled_mask=mask)
 
 
-def full_softmax_loss(
-  hidden: Array, weights: Array, biases: Array | None, labels: Array
-) -> Array:
+def full_softmax_loss(hidden: Array, weights: Array, biases: Array | None, labels: Array) -> Array:
   r"""The exact softmax cross-entropy over all classes, per example (for evaluation).
 
   .. math::

@@ -159,7 +159,12 @@ def pathwise_objective(
     True
   """
   setup = core.prepare(
-    f, lambda _: dist, None, key, num_samples, dist_name="dist",
+    f,
+    lambda _: dist,
+    None,
+    key,
+    num_samples,
+    dist_name="dist",
     check_dist=lambda d, k: check_reparameterized(d, k, "pathwise_objective"),
   )
   dist = setup.dist

@@ -97,8 +97,12 @@ class Estimator(NamedTuple):
       return REPARAMETERIZED in self.distributions or GAUSSIAN in self.distributions
     return kind in self.distributions
 
-  def kwargs(self, f: Callable[..., Any] | None = None, family: str | None = None,
-             logits_shape: tuple[int, ...] = ()) -> dict[str, Any]:
+  def kwargs(
+    self,
+    f: Callable[..., Any] | None = None,
+    family: str | None = None,
+    logits_shape: tuple[int, ...] = (),
+  ) -> dict[str, Any]:
     """The keyword arguments for a call: ``options`` and what ``setup`` gives."""
     out = dict(self.options)
     if self.setup is not None:
@@ -121,56 +125,113 @@ def _relax_setup(f, family, logits_shape):
 _LOO = types.MappingProxyType({"baseline": "leave_one_out"})
 _DISCRETE = (BERNOULLI, CATEGORICAL)
 
-ESTIMATORS: Mapping[str, Estimator] = types.MappingProxyType({
-  e.name: e
-  for e in (
-    Estimator(
-      "score_function", score_function_grad, score_function_objective, (ANY,), True,
-      higher_order=True,
-    ),
-    Estimator(
-      "reinforce_loo", score_function_grad, score_function_objective, (ANY,), True,
-      min_samples=2, higher_order=True, options=_LOO,
-    ),
-    Estimator(
-      "pathwise", pathwise_grad, pathwise_objective, (REPARAMETERIZED,), True,
-      differentiates_f=True, cost="one gradient of f",
-    ),
-    Estimator(
-      "measure_valued", measure_valued_grad, None, (GAUSSIAN,), True,
-      cost="4 D evaluations of f (D the dimension)",
-    ),
-    Estimator(
-      "arm", arm_grad, arm_objective, (BERNOULLI,), True, min_samples=2,
-      evaluations_per_row=2,
-    ),
-    Estimator(
-      "disarm", disarm_grad, disarm_objective, (BERNOULLI,), True, min_samples=2,
-      evaluations_per_row=2,
-    ),
-    Estimator(
-      "straight_through", straight_through_grad, straight_through_objective, _DISCRETE,
-      False, differentiates_f=True, cost="one gradient of f",
-    ),
-    Estimator(
-      "gumbel_rao", gumbel_rao_grad, gumbel_rao_objective, _DISCRETE, False,
-      differentiates_f=True, cost="one gradient of f, 10 conditional relaxations",
-    ),
-    Estimator(
-      "rebar", rebar_grad, rebar_objective, _DISCRETE, True, differentiates_f=True,
-      cost="one evaluation of f and two gradients of f at relaxed points",
-    ),
-    Estimator(
-      "relax", relax_grad, relax_objective, _DISCRETE, True, differentiates_f=True,
-      setup=_relax_setup,
-      cost="one evaluation of f, two gradients of the control variate (which uses f's)",
-    ),
-    Estimator(
-      "vimco", vimco_grad, vimco_objective, _DISCRETE, True, min_samples=2,
-      independent_rows=False, multi_sample=True,
-    ),
-  )
-})
+ESTIMATORS: Mapping[str, Estimator] = types.MappingProxyType(
+  {
+    e.name: e
+    for e in (
+      Estimator(
+        "score_function",
+        score_function_grad,
+        score_function_objective,
+        (ANY,),
+        True,
+        higher_order=True,
+      ),
+      Estimator(
+        "reinforce_loo",
+        score_function_grad,
+        score_function_objective,
+        (ANY,),
+        True,
+        min_samples=2,
+        higher_order=True,
+        options=_LOO,
+      ),
+      Estimator(
+        "pathwise",
+        pathwise_grad,
+        pathwise_objective,
+        (REPARAMETERIZED,),
+        True,
+        differentiates_f=True,
+        cost="one gradient of f",
+      ),
+      Estimator(
+        "measure_valued",
+        measure_valued_grad,
+        None,
+        (GAUSSIAN,),
+        True,
+        cost="4 D evaluations of f (D the dimension)",
+      ),
+      Estimator(
+        "arm",
+        arm_grad,
+        arm_objective,
+        (BERNOULLI,),
+        True,
+        min_samples=2,
+        evaluations_per_row=2,
+      ),
+      Estimator(
+        "disarm",
+        disarm_grad,
+        disarm_objective,
+        (BERNOULLI,),
+        True,
+        min_samples=2,
+        evaluations_per_row=2,
+      ),
+      Estimator(
+        "straight_through",
+        straight_through_grad,
+        straight_through_objective,
+        _DISCRETE,
+        False,
+        differentiates_f=True,
+        cost="one gradient of f",
+      ),
+      Estimator(
+        "gumbel_rao",
+        gumbel_rao_grad,
+        gumbel_rao_objective,
+        _DISCRETE,
+        False,
+        differentiates_f=True,
+        cost="one gradient of f, 10 conditional relaxations",
+      ),
+      Estimator(
+        "rebar",
+        rebar_grad,
+        rebar_objective,
+        _DISCRETE,
+        True,
+        differentiates_f=True,
+        cost="one evaluation of f and two gradients of f at relaxed points",
+      ),
+      Estimator(
+        "relax",
+        relax_grad,
+        relax_objective,
+        _DISCRETE,
+        True,
+        differentiates_f=True,
+        setup=_relax_setup,
+        cost="one evaluation of f, two gradients of the control variate (which uses f's)",
+      ),
+      Estimator(
+        "vimco",
+        vimco_grad,
+        vimco_objective,
+        _DISCRETE,
+        True,
+        min_samples=2,
+        independent_rows=False,
+        multi_sample=True,
+      ),
+    )
+  }
+)
 """Every gradient estimator, by name (an immutable mapping)."""
 
 

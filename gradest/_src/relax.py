@@ -103,8 +103,6 @@ def relax_control_variate(
   return control_variate
 
 
-
-
 def _check_control_variate(cv_fn: Any, cv_params: PyTree, logits: Array) -> None:
   if not callable(cv_fn):
     raise TypeError(f"cv_fn must be a function (cv_params, z) -> scalar, got {type(cv_fn)}.")
@@ -207,8 +205,16 @@ def relax_grad(
     Optimizing Control Variates for Black-Box Gradient Estimation*, ICLR 2018.
   """
   return estimate_grad(
-    _RELAX, _relax_terms, f, dist_fn, params, key, num_samples,
-    return_per_sample=return_per_sample, sample_sharding=sample_sharding, cv_fn=cv_fn,
+    _RELAX,
+    _relax_terms,
+    f,
+    dist_fn,
+    params,
+    key,
+    num_samples,
+    return_per_sample=return_per_sample,
+    sample_sharding=sample_sharding,
+    cv_fn=cv_fn,
     cv_params=cv_params,
   )
 
@@ -250,8 +256,15 @@ def relax_objective(
     ((2,), ['eta', 'log_temperature'])
   """
   value, terms = estimate_objective(
-    _RELAX._replace(name="relax_objective"), _relax_terms, f, dist, key, num_samples,
-    sample_sharding=sample_sharding, cv_fn=cv_fn, cv_params=cv_params,
+    _RELAX._replace(name="relax_objective"),
+    _relax_terms,
+    f,
+    dist,
+    key,
+    num_samples,
+    sample_sharding=sample_sharding,
+    cv_fn=cv_fn,
+    cv_params=cv_params,
   )
   return _with_cv_training(value, terms, cv_params)
 
@@ -298,8 +311,16 @@ def rebar_grad(
     gradient estimates for discrete latent variable models*, NeurIPS 2017.
   """
   return estimate_grad(
-    _REBAR, _rebar_terms, f, dist_fn, params, key, num_samples,
-    return_per_sample=return_per_sample, sample_sharding=sample_sharding, cv_params=cv_params,
+    _REBAR,
+    _rebar_terms,
+    f,
+    dist_fn,
+    params,
+    key,
+    num_samples,
+    return_per_sample=return_per_sample,
+    sample_sharding=sample_sharding,
+    cv_params=cv_params,
   )
 
 
@@ -324,7 +345,13 @@ def rebar_objective(
     (2,)
   """
   value, terms = estimate_objective(
-    _REBAR._replace(name="rebar_objective"), _rebar_terms, f, dist, key, num_samples,
-    sample_sharding=sample_sharding, cv_params=cv_params,
+    _REBAR._replace(name="rebar_objective"),
+    _rebar_terms,
+    f,
+    dist,
+    key,
+    num_samples,
+    sample_sharding=sample_sharding,
+    cv_params=cv_params,
   )
   return value if cv_params is None else _with_cv_training(value, terms, cv_params)

@@ -699,7 +699,11 @@ def _put(operand: Array, indices: Array, values: Array) -> Array:
     update_window_dims=(), inserted_window_dims=(0,), scatter_dims_to_operand_dims=(0,)
   )
   return jax.lax.scatter(
-    operand, indices[:, None], values, dims, unique_indices=True,
+    operand,
+    indices[:, None],
+    values,
+    dims,
+    unique_indices=True,
     mode=jax.lax.GatherScatterMode.PROMISE_IN_BOUNDS,
   )
 
@@ -811,8 +815,7 @@ def check_labels(labels: Any, num_classes: int | None = None, name: str = "label
     low, high = int(values.min()), int(values.max())
     if low < 0 or high >= num_classes:
       raise ValueError(
-        f"{name} must lie in [0, num_classes) = [0, {num_classes}), got values in "
-        f"[{low}, {high}]."
+        f"{name} must lie in [0, num_classes) = [0, {num_classes}), got values in [{low}, {high}]."
       )
   return labels.astype(jnp.int32)
 
@@ -887,8 +890,8 @@ def _draw_set(sampler: Sampler, key: Array, num_sampled: int, unique: bool, excl
     chunk = sampler.sample(sub, (num_sampled,))
     valid = ~hits(chunk)
     order = jnp.argsort(chunk, stable=True)
-    first_in_chunk = jnp.zeros((num_sampled,), bool).at[order].set(
-      _sorted_unique_mask(chunk[order])
+    first_in_chunk = (
+      jnp.zeros((num_sampled,), bool).at[order].set(_sorted_unique_mask(chunk[order]))
     )
     new = valid & first_in_chunk & ~_member(jnp.sort(ids), chunk)
     slot = count + jnp.cumsum(new) - 1
@@ -978,8 +981,13 @@ def sample_candidates(
       f"UnigramSampler), got {type(sampler).__name__}."
     )
   return checked_candidates(
-    sampler, key, check_labels(labels, sampler.num_classes), num_sampled, unique=unique,
-    shared_negatives=shared_negatives, exclude_true=exclude_true,
+    sampler,
+    key,
+    check_labels(labels, sampler.num_classes),
+    num_sampled,
+    unique=unique,
+    shared_negatives=shared_negatives,
+    exclude_true=exclude_true,
   )
 
 

@@ -329,8 +329,14 @@ def score_function_objective(
   """
   loo = check_baseline(baseline)
   setup = core.prepare(
-    f, lambda _: dist, None, key, num_samples, min_samples=2 if loo else 1,
-    why="the leave-one-out baseline needs at least two samples", dist_name="dist",
+    f,
+    lambda _: dist,
+    None,
+    key,
+    num_samples,
+    min_samples=2 if loo else 1,
+    why="the leave-one-out baseline needs at least two samples",
+    dist_name="dist",
   )
   dist = setup.dist
   _, xs = draw_samples(dist, key, setup.num_samples, sample_sharding)

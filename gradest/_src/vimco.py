@@ -168,8 +168,15 @@ def vimco_grad(
     Mnih & Rezende, *Variational Inference for Monte Carlo Objectives*, ICML 2016.
   """
   return estimate_grad(
-    _VIMCO, _vimco_terms, f, dist_fn, params, key, num_samples,
-    return_per_sample=return_per_sample, sample_sharding=sample_sharding,
+    _VIMCO,
+    _vimco_terms,
+    f,
+    dist_fn,
+    params,
+    key,
+    num_samples,
+    return_per_sample=return_per_sample,
+    sample_sharding=sample_sharding,
     importance_weighted=importance_weighted,
   )
 

@@ -37,8 +37,20 @@ def check_config(num_classes: Any, num_sampled: Any, sampler: Any, loss: str) ->
 
 
 def output_loss(
-  hidden, kernel, bias, labels, key, *, deterministic, sampler, num_sampled, loss, unique,
-  shared_negatives, remove_accidental_hits, log_partition,
+  hidden,
+  kernel,
+  bias,
+  labels,
+  key,
+  *,
+  deterministic,
+  sampler,
+  num_sampled,
+  loss,
+  unique,
+  shared_negatives,
+  remove_accidental_hits,
+  log_partition,
 ):
   """The exact loss when ``deterministic``, else the sampled one."""
   if deterministic:
@@ -49,8 +61,16 @@ def output_loss(
       "(nnx) or an rngs={'sampling': key} entry to apply (linen)."
     )
   return sampled_logits_loss(
-    hidden, kernel, bias, labels, key, sampler=sampler, num_sampled=num_sampled, loss=loss,
-    unique=unique, shared_negatives=shared_negatives,
+    hidden,
+    kernel,
+    bias,
+    labels,
+    key,
+    sampler=sampler,
+    num_sampled=num_sampled,
+    loss=loss,
+    unique=unique,
+    shared_negatives=shared_negatives,
     remove_accidental_hits=remove_accidental_hits,
     log_partition=log_partition if loss == "nce" else None,
   )

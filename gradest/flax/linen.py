@@ -99,10 +99,19 @@ class SampledOutput(nn.Module):
     self._check(hidden)
     key = None if deterministic else self.make_rng(self.rng_collection)
     return output_loss(
-      hidden, self.kernel, self.bias, labels, key, deterministic=deterministic,
-      sampler=self._sampler, num_sampled=self.num_sampled, loss=self.loss,
-      unique=self.unique, shared_negatives=self.shared_negatives,
-      remove_accidental_hits=self.remove_accidental_hits, log_partition=self.log_partition,
+      hidden,
+      self.kernel,
+      self.bias,
+      labels,
+      key,
+      deterministic=deterministic,
+      sampler=self._sampler,
+      num_sampled=self.num_sampled,
+      loss=self.loss,
+      unique=self.unique,
+      shared_negatives=self.shared_negatives,
+      remove_accidental_hits=self.remove_accidental_hits,
+      log_partition=self.log_partition,
     )
 
   def logits(self, hidden: jax.Array) -> jax.Array:

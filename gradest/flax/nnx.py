@@ -87,10 +87,19 @@ class SampledOutput(nnx.Module):
     kernel, bias, log_z = self._values()
     key = None if deterministic else self.rngs()
     return output_loss(
-      hidden, kernel, bias, labels, key, deterministic=deterministic, sampler=self.sampler,
-      num_sampled=self.num_sampled, loss=self.loss, unique=self.unique,
+      hidden,
+      kernel,
+      bias,
+      labels,
+      key,
+      deterministic=deterministic,
+      sampler=self.sampler,
+      num_sampled=self.num_sampled,
+      loss=self.loss,
+      unique=self.unique,
       shared_negatives=self.shared_negatives,
-      remove_accidental_hits=self.remove_accidental_hits, log_partition=log_z,
+      remove_accidental_hits=self.remove_accidental_hits,
+      log_partition=log_z,
     )
 
   def logits(self, hidden: jax.Array) -> jax.Array:
