@@ -387,6 +387,25 @@ def test_inverses_are_refreshed_every_period(problem):
   assert not np.array_equal(seen[2], seen[3])
 
 
+def test_factors_are_updated_every_curvature_period(problem):
+  params, x, y = problem
+  opt = gradest.scale_by_kfac(
+    plain_mlp, "categorical", example_inputs=x, learning_rate=0.1, curvature_update_period=2
+  )
+  grads = jax.grad(nll(plain_mlp, x, y))(params)
+  state = opt.init(params)
+  seen = []
+  for i in range(3):
+    _, state = opt.update(grads, state, params, batch=(x, y), key=jax.random.key(i))
+    seen.append(np.asarray(state.factors_out["w1"]))
+  assert np.array_equal(seen[0], seen[1]) and not np.array_equal(seen[1], seen[2])
+  # The first update's bias correction divides by 1 - decay: the factors of that batch.
+  first = fisher.kfac_factors(
+    plain_mlp, params, (x, y), likelihood="categorical", key=jax.random.key(0)
+  )
+  np.testing.assert_allclose(seen[0] / (1 - 0.95), first["w1"][1], rtol=1e-4)
+
+
 def test_composes_with_optax_chain_schedules_and_multisteps(problem):
   params, x, y = problem
   schedule = optax.linear_schedule(0.3, 0.1, 10)
@@ -441,6 +460,7 @@ def test_vector_likelihood_and_sequence_positions():
     ({"damping": -1.0}, "damping"),
     ({"damping": 0.0}, "damping"),
     ({"inverse_update_period": 0}, "inverse_update_period"),
+    ({"curvature_update_period": 0}, "curvature_update_period"),
     ({"decay": 1.0}, "decay"),
     ({"kind": "exact"}, "kind"),
     ({"kl_clip": 0.01}, "kl_clip"),

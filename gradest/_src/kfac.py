@@ -305,6 +305,7 @@ def scale_by_kfac(
   kind: str = "monte_carlo",
   num_samples: int = 1,
   decay: float = 0.95,
+  curvature_update_period: int = 1,
   inverse_update_period: int = 5,
   adapt_damping: bool = False,
   damping_adaptation_period: int = 5,
@@ -324,9 +325,10 @@ def scale_by_kfac(
     \Delta = (\hat A + \pi\sqrt\lambda I)^{-1} [\nabla W; \nabla b]
       (\hat G + \tfrac{\sqrt\lambda}{\pi} I)^{-1},
 
-  (:math:`\hat A = \bar A_t / (1 - \beta^t)`, likewise :math:`\hat G`; the damped
-  inverses are recomputed every ``inverse_update_period`` steps, an eigendecomposition
-  per factor); parameters no layer covers keep their gradient (the identity
+  (:math:`\hat A = \bar A_t / (1 - \beta^t)`, likewise :math:`\hat G`, with
+  :math:`t` the number of factor updates, one every ``curvature_update_period``
+  steps; the damped inverses are recomputed every ``inverse_update_period`` steps, an
+  eigendecomposition per factor); parameters no layer covers keep their gradient (the identity
   preconditioner; :func:`gradest.fisher.find_layers` lists them). The step is then
 
   * ``learning_rate`` given: :math:`s = \eta\,\nu\,\Delta + \mu\, s_{t-1}` with
@@ -367,6 +369,9 @@ def scale_by_kfac(
       needs ``key``) or ``'empirical'`` (the observed targets: the empirical Fisher).
     num_samples: sampled targets per example.
     decay: :math:`\beta \in [0, 1)` of the factors' moving averages.
+    curvature_update_period: steps between updates of the factors (each update is
+      one forward pass and one reverse pass to the layers' outputs with sampled
+      targets, plus the factors' products), ``>= 1``.
     inverse_update_period: steps between refreshes of the inverses, ``>= 1``.
     adapt_damping: adapt :math:`\lambda` (needs ``value_fn``).
     damping_adaptation_period: steps between adaptations, ``>= 1``.
@@ -420,6 +425,7 @@ def scale_by_kfac(
   s_count = check_positive_int(num_samples, "num_samples")
   beta = check_real(decay, "decay", below=1.0)
   period = check_positive_int(inverse_update_period, "inverse_update_period")
+  stats_period = check_positive_int(curvature_update_period, "curvature_update_period")
   adapt_period = check_positive_int(damping_adaptation_period, "damping_adaptation_period")
   if momentum is not None:
     momentum = check_real(momentum, "momentum", below=1.0)
@@ -503,12 +509,25 @@ def scale_by_kfac(
     layers = summary.layers
     count = state.count
 
-    new_in, new_out = _batch_factors(
-      apply_fn, params, inputs, targets, lik, kind, key, s_count, layers, shapes
-    )
-    factors_in = {n: beta * state.factors_in[n] + (1 - beta) * new_in[n] for n in new_in}
-    factors_out = {n: beta * state.factors_out[n] + (1 - beta) * new_out[n] for n in new_out}
-    correction = 1.0 - beta ** (count + 1).astype(jnp.float32)
+    def moving_averages():
+      new_in, new_out = _batch_factors(
+        apply_fn, params, inputs, targets, lik, kind, key, s_count, layers, shapes
+      )
+      return (
+        {n: beta * state.factors_in[n] + (1 - beta) * new_in[n] for n in new_in},
+        {n: beta * state.factors_out[n] + (1 - beta) * new_out[n] for n in new_out},
+      )
+
+    if stats_period == 1:
+      factors_in, factors_out = moving_averages()
+    else:
+      factors_in, factors_out = jax.lax.cond(
+        count % stats_period == 0,
+        moving_averages,
+        lambda: (state.factors_in, state.factors_out),
+      )
+    updates_so_far = (count // stats_period + 1).astype(jnp.float32)
+    correction = 1.0 - beta**updates_so_far
     inverses_in, inverses_out = jax.lax.cond(
       count % period == 0,
       lambda: _refresh(factors_in, factors_out, correction, state.damping),

@@ -58,6 +58,7 @@ from gradest._src.base import (
   draw_samples,
 )
 from gradest._src.distributions import Bernoulli, Normal, kl_divergence
+from gradest._src.layers import register_dense
 
 Encoder = Callable[[Any], tuple[Array, Array]]
 LogLikelihood = Callable[[Any, Array], Array]
@@ -411,7 +412,9 @@ def apply_mlp(
     h_0 = x, \quad h_l = a(h_{l-1} W_l + b_l)\ (l < L), \quad
     \text{out} = h_{L-1} W_L + b_L .
 
-  The last layer is linear (logits, or the raw loc/scale of a Gaussian).
+  The last layer is linear (logits, or the raw loc/scale of a Gaussian). Each affine
+  layer is registered with :func:`gradest.fisher.register_dense`, so :func:`gradest.kfac`
+  preconditions it.
 
   Args:
     params: the list returned by :func:`init_mlp` (any compatible list of dicts).
@@ -433,7 +436,7 @@ def apply_mlp(
   """
   h = x
   for i, layer in enumerate(params):
-    h = h @ layer["w"] + layer["b"]
+    h = register_dense(h @ layer["w"] + layer["b"], h, layer["w"], layer["b"])
     if i < len(params) - 1:
       h = activation(h)
   return h
