@@ -1,7 +1,7 @@
 """Run by tests/test_sharding.py in a fresh process with 8 simulated CPU devices.
 
-With the batch sharded over the devices, the Fisher-vector products, the diagonal and
-a natural-gradient step equal the single-device results.
+With the batch sharded over the devices, the Fisher-vector products, the diagonal, a
+natural-gradient step, K-FAC's factors and K-FAC steps equal the single-device results.
 """
 
 import os
@@ -97,4 +97,56 @@ for a, b in zip(jax.tree.leaves((p1, s1)), jax.tree.leaves((p2, s2)), strict=Tru
   else:
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * max(float(np.max(np.abs(b))), 1e-6))
 print("natural-gradient step ok")
+
+
+# K-FAC: the factors are means over the sharded batch (reduced across devices by XLA);
+# a few steps with the adaptive learning rate and damping equal the single-device ones.
+def kfac_mlp(params, x):
+  h = fisher.register_dense(x @ params["w1"] + params["b1"], x, params["w1"], params["b1"])
+  a = jnp.tanh(h)
+  return fisher.register_dense(a @ params["w2"], a, params["w2"])
+
+
+kfac_opt = gradest.kfac(
+  None,
+  kfac_mlp,
+  "categorical",
+  example_inputs=x,
+  damping=1e-2,
+  adapt_damping=True,
+  damping_adaptation_period=1,
+  inverse_update_period=2,
+)
+
+
+def kfac_step(params, state, batch, key):
+  value, grads = jax.value_and_grad(loss)(params, batch)
+  updates, state = kfac_opt.update(
+    grads, state, params, batch=batch, key=key, value=value, value_fn=lambda p: loss(p, batch)
+  )
+  return optax.apply_updates(params, updates), state
+
+
+factors_single = jax.jit(
+  lambda p, b: fisher.kfac_factors(kfac_mlp, p, b, likelihood="categorical", key=key)
+)(params, single_batch)
+factors_sharded = jax.jit(
+  lambda p, b: fisher.kfac_factors(kfac_mlp, p, b, likelihood="categorical", key=key)
+)(rep_params, sharded_batch)
+for a, b in zip(jax.tree.leaves(factors_single), jax.tree.leaves(factors_sharded), strict=True):
+  np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=1e-7)
+print("kfac factors ok")
+
+state = kfac_opt.init(params)
+p1, s1 = params, state
+p2, s2 = rep_params, jax.device_put(state, replicated)
+jstep = jax.jit(kfac_step)
+for i in range(4):
+  k = jax.random.fold_in(key, i)
+  p1, s1 = jstep(p1, s1, single_batch, k)
+  p2, s2 = jstep(p2, s2, sharded_batch, k)
+for a, b in zip(jax.tree.leaves((p1, s1)), jax.tree.leaves((p2, s2)), strict=True):
+  a, b = np.asarray(a), np.asarray(b)
+  np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * max(float(np.max(np.abs(b))), 1e-6))
+print("kfac step ok")
 print("all ok")
