@@ -89,8 +89,16 @@ def compute_dtype(*args: Any) -> Any:
 
 
 def is_concrete(x: Any) -> bool:
-  """Whether ``x`` has a value now (not a tracer inside ``jax.jit`` / ``jax.vmap``)."""
+  """Whether this process can read ``x``'s value now.
+
+  False for a tracer inside ``jax.jit`` / ``jax.vmap``, and for a global ``jax.Array``
+  with shards on other processes (a batch from ``jax.make_array_from_process_local_data``
+  after ``jax.distributed.initialize``), whose value no single process holds: host-side
+  checks of values are skipped for both, as under ``jax.jit``.
+  """
   try:
+    if not getattr(x, "is_fully_addressable", True):
+      return False
     np.asarray(x)
   except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
     return False
