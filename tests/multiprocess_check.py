@@ -167,8 +167,8 @@ CASES = {
 
 
 def candidates_case(params, batch, key):
-  del params
-  sampler = gradest.samplers.unigram_sampler(np.arange(1.0, 11.0))
+  # Counts replicated on every device (concrete in each process), labels split across them.
+  sampler = gradest.samplers.unigram_sampler(jnp.abs(params["b1"]) + 1.0)
   return gradest.samplers.sample_candidates(sampler, key, batch[1][:, None], 4)
 
 
