@@ -17,8 +17,9 @@ settings.register_profile(
 settings.register_profile("thorough", max_examples=500, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
-# Run only as subprocesses by test_sharding.py (they need 8 simulated devices at start-up).
-collect_ignore = ["sharded_check.py", "sharded_fisher_check.py"]
+# Run only as subprocesses by test_sharding.py (they need 8 simulated devices at start-up)
+# and by test_multiprocess.py (two processes joined by jax.distributed).
+collect_ignore = ["sharded_check.py", "sharded_fisher_check.py", "multiprocess_check.py"]
 
 
 @pytest.fixture

@@ -89,8 +89,17 @@ def compute_dtype(*args: Any) -> Any:
 
 
 def is_concrete(x: Any) -> bool:
-  """Whether ``x`` has a value now (not a tracer inside ``jax.jit`` / ``jax.vmap``)."""
+  """Whether this process can read ``x``'s value now.
+
+  False for a tracer inside ``jax.jit`` / ``jax.vmap``, and for a global ``jax.Array``
+  split across processes (a batch from ``jax.make_array_from_process_local_data`` after
+  ``jax.distributed.initialize``), whose value no single process holds: host-side checks
+  of values are skipped for both, as under ``jax.jit``. A global array replicated on
+  every device has its whole value in each process, and is concrete.
+  """
   try:
+    if not getattr(x, "is_fully_addressable", True) and not x.is_fully_replicated:
+      return False
     np.asarray(x)
   except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
     return False
