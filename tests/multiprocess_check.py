@@ -46,7 +46,10 @@ KEY_SEED = 7
 
 
 def mlp(params, x):
-  return jnp.tanh(x @ params["w1"] + params["b1"]) @ params["w2"]
+  # The dense layers are registered for K-FAC (identity functions for everything else).
+  h = fisher.register_dense(x @ params["w1"] + params["b1"], x, params["w1"], params["b1"])
+  a = jnp.tanh(h)
+  return fisher.register_dense(a @ params["w2"], a, params["w2"])
 
 
 def make_data() -> tuple[dict, tuple[np.ndarray, np.ndarray]]:
@@ -158,6 +161,23 @@ CASES = {
   "natural_gradient": optimizer_case(natural_gradient_optimizer, extra_args=damping_args),
   "kl_trust_region": optimizer_case(
     lambda: gradest.kl_trust_region(mlp, "categorical", max_kl=1e-2, cg_maxiter=8),
+  ),
+  "kfac_factors": lambda params, batch, key: fisher.kfac_factors(
+    mlp, params, batch, likelihood="categorical", key=key
+  ),
+  "kfac": optimizer_case(
+    lambda: gradest.kfac(
+      None,
+      mlp,
+      "categorical",
+      example_inputs=jax.ShapeDtypeStruct((NUM_EXAMPLES, NUM_FEATURES), jnp.float32),
+      damping=1e-2,
+      adapt_damping=True,
+      damping_adaptation_period=1,
+      inverse_update_period=2,
+    ),
+    needs_key=True,
+    extra_args=damping_args,
   ),
   "scale_by_fisher_diagonal": optimizer_case(
     lambda: optax.chain(gradest.scale_by_fisher_diagonal(mlp, "categorical"), optax.scale(-0.1)),

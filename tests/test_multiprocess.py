@@ -6,7 +6,6 @@ batch sharded over all four. This test starts them, computes the same cases here
 device on the whole batch, and compares.
 """
 
-import importlib
 import json
 import os
 import pathlib
@@ -17,7 +16,6 @@ import time
 
 import jax
 import numpy as np
-import pytest
 
 from . import multiprocess_check as check
 
@@ -36,30 +34,8 @@ DEFAULT_TOLERANCE = 1e-5
 TOLERANCE = {
   "natural_gradient": 1e-4,
   "kl_trust_region": 1e-4,
+  "kfac": 1e-4,
 }  # generous: the whole exchange takes well under a minute on two idle cores
-
-
-def _missing_cpu_collectives() -> str | None:
-  """Why this jaxlib cannot run collectives between CPU processes, or None if it can.
-
-  JAX's CPU collectives between processes are gloo's, built into jaxlib on the platforms
-  that ship it (Linux, macOS). When the probe cannot tell (jaxlib's layout changed), the
-  test runs, so that it fails loudly instead of skipping silently.
-  """
-  import jaxlib
-
-  for name in ("jaxlib._jax", "jaxlib.xla_extension"):
-    try:
-      module = importlib.import_module(name)
-    except ImportError:
-      continue
-    if hasattr(module, "make_gloo_tcp_collectives"):
-      return None
-    return (
-      f"jaxlib {jaxlib.__version__} on {sys.platform} is built without gloo CPU collectives "
-      f"({name}.make_gloo_tcp_collectives is missing), so CPU processes cannot all-reduce"
-    )
-  return None
 
 
 def _free_port() -> int:
@@ -71,7 +47,11 @@ def _free_port() -> int:
 def _launch(out: pathlib.Path) -> list[tuple[subprocess.Popen, pathlib.Path]]:
   env = dict(os.environ)
   env["XLA_FLAGS"] = (
-    env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
+    env.get("XLA_FLAGS", "")
+    + " --xla_force_host_platform_device_count=2"
+    # XLA's backend optimizations off: compilation, most of this test's time, is about
+    # 3x faster; results differ from the optimized reference only by float32 rounding.
+    + " --xla_backend_optimization_level=0"
   ).strip()
   env["JAX_PLATFORMS"] = "cpu"
   root = str(pathlib.Path(__file__).resolve().parents[1])
@@ -126,7 +106,6 @@ def _single_device_results() -> dict[str, np.ndarray]:
   return check.flatten(results)
 
 
-@pytest.mark.skipif(_missing_cpu_collectives() is not None, reason=str(_missing_cpu_collectives()))
 def test_two_processes_match_one_device(tmp_path):
   start = time.monotonic()
   procs = _launch(tmp_path)
