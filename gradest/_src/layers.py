@@ -18,7 +18,9 @@ the layer uses *is* a leaf of the ``params`` the model was called with), so a mo
 that transforms a kernel before using it (a cast, a reshape, weight tying through
 another use) is not matched; such layers are listed as skipped, with the reason, and
 their parameters fall back to the identity preconditioner, as does every leaf no
-layer covers (layer norms, biases of unsupported layers, ...).
+layer covers (layer norms, biases of unsupported layers, ...). A use of a layer's
+parameters outside a recorded call (``Embed.attend`` for tied output weights, a kernel
+read directly) is not seen: the block covers the recorded call only.
 :func:`find_layers` prints what was found.
 """
 
@@ -450,16 +452,20 @@ def _nnx_patched(nnx) -> Iterator[None]:
   with _NNX_LOCK:
     originals = {}
     if _NNX_DEPTH[0] == 0:
-      originals = {cls: cls.__dict__["__call__"] for cls in kinds}
-      for cls, original in originals.items():
+      # (the class's own __call__ or None when inherited, the function called)
+      originals = {cls: (cls.__dict__.get("__call__"), cls.__call__) for cls in kinds}
+      for cls, (_, original) in originals.items():
         cls.__call__ = _nnx_wrapper(cls, original, kinds[cls])
     _NNX_DEPTH[0] += 1
     try:
       yield
     finally:
       _NNX_DEPTH[0] -= 1
-      for cls, original in originals.items():
-        cls.__call__ = original
+      for cls, (own, _) in originals.items():
+        if own is None:
+          del cls.__call__
+        else:
+          cls.__call__ = own
 
 
 @contextlib.contextmanager
