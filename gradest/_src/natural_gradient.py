@@ -15,12 +15,14 @@ pytrees rather than ``jax.scipy.sparse.linalg.cg``, because it reports what the
 transforms need from its recurrences, at no extra product: the relative residual,
 :math:`F x`, and the warm start's product reused as the initial residual. A step with
 ``cg_maxiter = k`` costs at most ``k + 1`` Fisher-vector products with a warm start,
-``k`` without. They follow optax's
-conventions: each factory returns an ``optax.GradientTransformationExtraArgs`` whose
-``update(updates, state, params, *, batch, ...)`` takes the current batch and the
-other per-step inputs as keyword-only extra arguments; the state is a ``NamedTuple``
-of arrays (it checkpoints and crosses ``jax.jit``); they compose in ``optax.chain`` with
-clipping, schedules, weight decay and ``optax.MultiSteps``.
+``k`` without.
+
+The transforms follow optax's conventions: each factory returns an
+``optax.GradientTransformationExtraArgs`` whose ``update(updates, state, params, *,
+batch, ...)`` takes the current batch and the other per-step inputs as keyword-only
+extra arguments; the state is a ``NamedTuple`` of arrays (it checkpoints and crosses
+``jax.jit``); they compose in ``optax.chain`` with clipping, schedules, weight decay and
+``optax.MultiSteps``.
 
 Extra arguments (passed to ``update`` or to ``optax.chain(...).update``):
 
