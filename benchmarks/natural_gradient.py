@@ -20,8 +20,13 @@ timed interleaved with the jitted gradient of the same mean cross-entropy
   steps with ``2 k`` and ``k`` iterations, divided by ``k`` (CG's tolerance set so
   that it never stops early).
 * ``step_natural_gradient``: a whole training step, ``value_and_grad`` plus
-  :func:`gradest.natural_gradient` with ``--cost-cg`` iterations, plus the update;
+  :func:`gradest.natural_gradient` with ``--cost-cg`` iterations (warm start and
+  Levenberg-Marquardt damping, so one more evaluation of the loss), plus the update;
   ``step_fisher_diagonal`` and ``step_adam`` for comparison.
+
+The ``products`` column counts the Fisher-vector products each function makes
+(``--cost-cg`` + 1 for the step: one per CG iteration and one for the warm start).
+``--skip-convergence`` runs this part alone.
 
 **(b) Convergence on the scikit-learn digits** (1797 8x8 images, bundled with
 scikit-learn, inputs scaled to [0, 1]), full batch:
@@ -350,9 +355,18 @@ def run_cost(args, key) -> list[dict[str, Any]]:
       med["gradient"],
     )
   )
+  products = cost_products(args)
   for r in rows:
     r["compile_seconds"] = round(compile_seconds.get(r["function"], math.nan), 2)
+    r["products"] = products.get(r["function"], 0)
   return rows
+
+
+def cost_products(args) -> dict[str, int]:
+  """Fisher-vector products per call of each cost function (others make none)."""
+  single = ("fvp_exact", "fvp_empirical", "fvp_monte_carlo", "ggn", "cg_iteration")
+  # CG iterations, plus the product that scales the warm start.
+  return {**dict.fromkeys(single, 1), "step_natural_gradient": args.cost_cg + 1}
 
 
 def _cost_row(name, t, t_med, grad, grad_med):
@@ -452,7 +466,15 @@ def run_convergence(
 # Reporting.
 # --------------------------------------------------------------------------------------
 
-COST_COLUMNS = ("function", "ms", "median_ms", "gradients", "gradients_median", "compile_seconds")
+COST_COLUMNS = (
+  "function",
+  "ms",
+  "median_ms",
+  "gradients",
+  "gradients_median",
+  "products",
+  "compile_seconds",
+)
 CONVERGENCE_COLUMNS = (
   "problem",
   "optimizer",
@@ -468,11 +490,12 @@ CONVERGENCE_COLUMNS = (
 
 
 def format_cost_table(rows) -> str:
-  head = f"{'function':<24} {'ms':>9} {'gradients':>10} {'(median)':>9}"
+  head = f"{'function':<24} {'ms':>9} {'gradients':>10} {'(median)':>9} {'products':>9}"
   lines = [head, "-" * len(head)]
   for r in rows:
     lines.append(
       f"{r['function']:<24} {r['ms']:>9.3f} {r['gradients']:>10.2f} {r['gradients_median']:>9.2f}"
+      f" {r.get('products', 0):>9d}"
     )
   return "\n".join(lines)
 
@@ -592,6 +615,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   )
   parser.add_argument("--optimizers", nargs="+", default=list(OPTIMIZERS), choices=OPTIMIZERS)
   parser.add_argument("--skip-cost", action="store_true", help="only the convergence part")
+  parser.add_argument("--skip-convergence", action="store_true", help="only the cost part")
   parser.add_argument("--seed", type=int, default=0, help="PRNG seed")
   parser.add_argument("--out", default=os.path.join("bench_out", "natural_gradient"))
   parser.add_argument("--quick", action="store_true", help="tiny settings (for tests)")
@@ -632,6 +656,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.error("--grid and --cg-maxiter must be >= 1")
   if args.damping < 0:
     parser.error("--damping must be >= 0")
+  if args.skip_cost and args.skip_convergence:
+    parser.error("--skip-cost and --skip-convergence leave nothing to run")
   args.steps = dict(zip(PROBLEMS, steps, strict=True))
   return args
 
@@ -645,10 +671,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   cost_rows = [] if args.skip_cost else run_cost(args, jax.random.fold_in(root, 0))
   x, labels = load_digits_data()
   data = (x[: args.examples], labels[: args.examples])
-  kfac = kfac_status() if "kfac" in args.optimizers else (False, "not requested")
+  requested = "kfac" in args.optimizers and not args.skip_convergence
+  kfac = kfac_status() if requested else (False, "not requested")
   settings = TrainSettings(damping=args.damping, cg_maxiter=args.cg_maxiter)
   convergence = []
-  for pi, problem in enumerate(args.problems):
+  for pi, problem in enumerate([] if args.skip_convergence else args.problems):
     for optimizer in args.optimizers:
       if not args.quiet:
         print(f"  {problem} / {optimizer}", file=sys.stderr, flush=True)
@@ -678,7 +705,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   )
   if cost_rows:
     write_csv(cost_rows, os.path.join(args.out, "cost.csv"), COST_COLUMNS)
-  write_csv(convergence, os.path.join(args.out, "convergence.csv"), CONVERGENCE_COLUMNS)
+  if convergence:
+    write_csv(convergence, os.path.join(args.out, "convergence.csv"), CONVERGENCE_COLUMNS)
   result = {
     "config": config,
     "cost": cost_rows,
@@ -689,16 +717,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   if not args.no_plots:
     if cost_rows:
       plot_cost(cost_rows, os.path.join(args.out, "cost.png"))
-    plot_convergence(convergence, os.path.join(args.out, "convergence.png"))
+    if convergence:
+      plot_convergence(convergence, os.path.join(args.out, "convergence.png"))
   if not args.quiet:
     if cost_rows:
       sizes = "-".join(map(str, args.cost_sizes))
       print(f"(a) cost, MLP {sizes}, batch {args.cost_batch}, in gradient-equivalents")
       print(format_cost_table(cost_rows))
       print()
-    print("(b) convergence on digits (best learning rate of the grid)")
-    print(format_convergence_table(convergence))
-    print(f"\nkfac-jax: {kfac[1]}")
+    if convergence:
+      print("(b) convergence on digits (best learning rate of the grid)")
+      print(format_convergence_table(convergence))
+      print(f"\nkfac-jax: {kfac[1]}")
     print(f"{config['seconds']} s; written to {args.out}")
   return result
 

@@ -109,6 +109,28 @@ def check_format_tables(quick_run):
   assert "ng_exact" in table
 
 
+def test_cost_part_alone(tmp_path):
+  result = bench.main(
+    [
+      "--quick",
+      "--quiet",
+      "--skip-convergence",
+      "--no-plots",
+      "--cost-cg",
+      "2",
+      "--out",
+      str(tmp_path),
+    ]
+  )
+  assert result["convergence"] == [] and not (tmp_path / "convergence.csv").exists()
+  rows = {r["function"]: r for r in result["cost"]}
+  assert tuple(rows) == COST_FUNCTIONS
+  assert rows["step_natural_gradient"]["products"] == 3  # 2 CG iterations and the warm start
+  assert rows["fvp_exact"]["products"] == 1 and rows["gradient"]["products"] == 0
+  with open(tmp_path / "cost.csv", newline="") as fh:
+    assert [r["function"] for r in csv.DictReader(fh)] == list(COST_FUNCTIONS)
+
+
 def test_steps_to_target():
   assert bench.steps_to_target([3.0, 2.0, 1.0, 0.5], 1.0) == 2
   assert bench.steps_to_target([3.0, 2.0], 1.0) is None
@@ -124,6 +146,7 @@ def test_steps_to_target():
     ["--cost-sizes", "5"],
     ["--autoencoder-sizes", "64", "8", "32"],
     ["--examples", "0"],
+    ["--skip-cost", "--skip-convergence"],
   ],
 )
 def test_bad_flags(argv):

@@ -7,11 +7,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import optax.tree_utils as otu
 import pytest
 from flax import nnx
 
 import gradest
 from gradest import fisher
+from gradest._src import natural_gradient as ng_module
+from gradest._src.natural_gradient import _solve
 
 N, D = 12, 4
 
@@ -137,6 +140,155 @@ def test_fisher_diagonal_preconditioner_first_step():
   expected = jax.tree.map(lambda gi, di: gi / (di + 1e-2), g, d)
   np.testing.assert_allclose(flat(out), flat(expected), rtol=1e-5)
   assert int(state.count) == 1
+
+
+# --------------------------------------------------------------------------------------
+# The conjugate-gradient solver.
+# --------------------------------------------------------------------------------------
+
+SHAPES = {"a": (3, 4), "b": (5,)}  # 17 unknowns
+
+
+def spd_system(seed, dtype, condition=100.0):
+  """A random SPD matrix with the given condition number, as a pytree map, and a vector."""
+  rng = np.random.default_rng(seed)
+  n = sum(int(np.prod(s)) for s in SHAPES.values())
+  q, _ = np.linalg.qr(rng.normal(size=(n, n)))
+  m = (q * np.geomspace(1.0 / condition, 1.0, n)) @ q.T
+  m = np.asarray(np.asarray(m, dtype), np.float64)  # the matrix the solver really sees
+  template = {k: jnp.zeros(s, dtype) for k, s in SHAPES.items()}
+  unravel = jax.flatten_util.ravel_pytree(template)[1]
+  mat = jnp.asarray(m, dtype)
+
+  def fvp(v):
+    return unravel(mat @ flat(v))
+
+  g = unravel(jnp.asarray(rng.normal(size=n), dtype))
+  x0 = unravel(jnp.asarray(rng.normal(size=n), dtype))
+  return m, fvp, g, x0
+
+
+def check_solution(sol, m, g, damping, rtol):
+  x = np.asarray(flat(sol.x), np.float64)
+  gf = np.asarray(flat(g), np.float64)
+  a = m + damping * np.eye(len(x))
+  expected = np.linalg.solve(a, gf)
+  assert np.linalg.norm(x - expected) <= rtol * np.linalg.norm(expected)
+  # F x and the residual come from the recurrences; they match direct products.
+  fx = np.asarray(flat(sol.fx), np.float64)
+  assert np.linalg.norm(fx - m @ x) <= rtol * np.linalg.norm(m @ x)
+  true_residual = np.linalg.norm(gf - a @ x) / np.linalg.norm(gf)
+  return true_residual
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("warm", [False, True])
+def test_cg_matches_a_dense_solve(dtype, warm):
+  with jax.enable_x64(dtype == "float64"):
+    m, fvp, g, x0 = spd_system(0, dtype)
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    sol = jax.jit(lambda g, x0: _solve(fvp, g, 0.01, x0, tol, 200))(g, x0 if warm else None)
+    assert all(leaf.dtype == dtype for leaf in jax.tree.leaves((sol.x, sol.fx)))
+    true_residual = check_solution(sol, m, g, 0.01, 1e-3 if dtype == "float32" else 1e-9)
+    assert float(sol.residual) <= tol
+    assert true_residual <= (1e-4 if dtype == "float32" else 1e-11)
+    assert 1 <= int(sol.iterations) < 200
+
+
+@pytest.mark.parametrize("warm", [False, True])
+def test_cg_stops_at_maxiter_and_reports_the_true_residual(warm):
+  m, fvp, g, x0 = spd_system(1, "float32", condition=1e3)
+  sol = _solve(fvp, g, 1e-3, x0 if warm else None, 1e-8, 4)
+  assert int(sol.iterations) == 4
+  x = np.asarray(flat(sol.x), np.float64)
+  gf = np.asarray(flat(g), np.float64)
+  true_residual = np.linalg.norm(gf - (m + 1e-3 * np.eye(len(x))) @ x) / np.linalg.norm(gf)
+  assert true_residual > 1e-3  # far from converged: the report is not a trivial 0
+  assert float(sol.residual) == pytest.approx(true_residual, rel=1e-4)
+  fx = np.asarray(flat(sol.fx), np.float64)
+  np.testing.assert_allclose(fx, m @ x, rtol=1e-4, atol=1e-5 * np.abs(m @ x).max())
+  # The warm start predicts a decrease however few iterations run.
+  assert 0.5 * x @ (m + 1e-3 * np.eye(len(x))) @ x - gf @ x < 0
+
+
+def test_cg_zero_right_hand_side():
+  _, fvp, g, x0 = spd_system(2, "float32")
+  zero = jax.tree.map(jnp.zeros_like, g)
+  for start in (None, x0):
+    sol = jax.jit(lambda z, s: _solve(fvp, z, 0.1, s, 1e-6, 10))(zero, start)
+    assert np.all(np.asarray(flat(sol.x)) == 0) and np.all(np.asarray(flat(sol.fx)) == 0)
+    assert float(sol.residual) == 0 and int(sol.iterations) == 0
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e30])
+def test_cg_is_scale_invariant_in_float32(scale):
+  # Squared norms of such gradients under- or overflow in float32; the solve does not.
+  m, fvp, g, x0 = spd_system(3, "float32")
+  ref = _solve(fvp, g, 0.01, x0, 1e-5, 200)
+  big = jax.tree.map(lambda a: a * scale, g)
+  sol = _solve(fvp, big, 0.01, jax.tree.map(lambda a: a * scale, x0), 1e-5, 200)
+  assert np.all(np.isfinite(np.asarray(flat(sol.x))))
+  np.testing.assert_allclose(flat(sol.x) / scale, flat(ref.x), rtol=1e-4, atol=1e-6)
+  assert float(sol.residual) <= 1e-5 and abs(int(sol.iterations) - int(ref.iterations)) <= 1
+
+
+def test_cg_curvature_is_accurate_when_damping_dominates():
+  # F x is accumulated from F p, not taken as g - r - damping x (which would cancel).
+  m, fvp, g, _ = spd_system(4, "float32")
+  m_small = 1e-4 * m
+  small = lambda v: jax.tree.map(lambda a: 1e-4 * a, fvp(v))  # noqa: E731
+  sol = _solve(small, g, 10.0, None, 1e-6, 100)
+  x = np.asarray(flat(sol.x), np.float64)
+  xfx = float(otu.tree_vdot(sol.x, sol.fx))
+  assert xfx == pytest.approx(x @ m_small @ x, rel=1e-4)
+
+
+class ProductCounter:
+  """Wraps ``fisher_vector_product`` so that each executed product is counted."""
+
+  def __init__(self, monkeypatch):
+    self.count = 0
+    original = ng_module.fisher_vector_product
+
+    def counting(*args, **kwargs):
+      fvp = original(*args, **kwargs)
+
+      def counted(v):
+        jax.debug.callback(self.increment, ordered=True)
+        return fvp(v)
+
+      return counted
+
+    monkeypatch.setattr(ng_module, "fisher_vector_product", counting)
+
+  def increment(self):
+    self.count += 1
+
+
+@pytest.mark.parametrize("warm", [False, True])
+def test_products_per_step_are_maxiter_plus_the_warm_start(monkeypatch, warm):
+  counter = ProductCounter(monkeypatch)
+  params, batch = logistic_problem()
+  loss = lambda p: nll(linear, p, batch)  # noqa: E731
+  g = jax.grad(loss)(params)
+  maxiter = 5
+  common = dict(damping=1e-3, cg_maxiter=maxiter, cg_tol=1e-30, warm_start=warm)
+  transforms = {
+    "plain": gradest.scale_by_natural_gradient(linear, "categorical", **common),
+    "adaptive": gradest.scale_by_natural_gradient(
+      linear, "categorical", adapt_damping=True, **common
+    ),
+    "trust_region": gradest.scale_by_kl_trust_region(linear, "categorical", **common),
+  }
+  for name, tx in transforms.items():
+    update = jax.jit(lambda g, s, tx=tx: tx.update(g, s, params, batch=batch, value_fn=loss))
+    state = tx.init(params)
+    for _ in range(2):
+      counter.count = 0
+      _, state = update(g, state)
+      jax.effects_barrier()
+      assert counter.count == maxiter + warm, name
+      assert not bool(state.converged)
 
 
 # --------------------------------------------------------------------------------------

@@ -8,14 +8,21 @@ Steepest descent with the step measured in KL divergence instead of Euclidean le
   \quad\Longrightarrow\quad h^\star \propto -F^{-1} \nabla L(\theta).
 
 The transforms here solve the damped system :math:`(F + \lambda I)\,x = g` by
-conjugate gradients (``jax.scipy.sparse.linalg.cg``) with the Fisher-vector products of
-:mod:`gradest.fisher`, so no matrix is ever formed, and return ``x`` (the natural
-gradient; chain a negative learning rate, or use the aliases). They follow optax's
-conventions: each factory returns an ``optax.GradientTransformationExtraArgs`` whose
-``update(updates, state, params, *, batch, ...)`` takes the current batch and the
-other per-step inputs as keyword-only extra arguments; the state is a ``NamedTuple``
-of arrays (it checkpoints and crosses ``jax.jit``); they compose in ``optax.chain`` with
-clipping, schedules, weight decay and ``optax.MultiSteps``.
+conjugate gradients with the Fisher-vector products of :mod:`gradest.fisher`, so no
+matrix is ever formed, and return ``x`` (the natural gradient; chain a negative
+learning rate, or use the aliases). The solver is gradest's own conjugate gradients on
+pytrees rather than ``jax.scipy.sparse.linalg.cg``, because it reports what the
+transforms need from its recurrences, at no extra product: the relative residual,
+:math:`F x`, and the warm start's product reused as the initial residual. A step with
+``cg_maxiter = k`` costs at most ``k + 1`` Fisher-vector products with a warm start,
+``k`` without.
+
+The transforms follow optax's conventions: each factory returns an
+``optax.GradientTransformationExtraArgs`` whose ``update(updates, state, params, *,
+batch, ...)`` takes the current batch and the other per-step inputs as keyword-only
+extra arguments; the state is a ``NamedTuple`` of arrays (it checkpoints and crosses
+``jax.jit``); they compose in ``optax.chain`` with clipping, schedules, weight decay and
+``optax.MultiSteps``.
 
 Extra arguments (passed to ``update`` or to ``optax.chain(...).update``):
 
@@ -72,8 +79,8 @@ class NaturalGradientState(NamedTuple):
     solution: like ``params`` (same shapes and dtypes), the last solution ``x``: the
       warm start of the next solve (zeros before the first step).
     residual: ``()`` float32, :math:`\\|(F + \\lambda I)x - g\\| / \\|g\\|` of the last
-      solve, computed with one extra Fisher-vector product (``jax.scipy``'s ``cg``
-      does not report it); 0 before the first step.
+      solve, from CG's residual recurrence (equal to the directly computed residual
+      up to round-off); 0 before the first step.
     converged: ``()`` bool, ``residual <= cg_tol`` at the last step (True before).
     reduction_ratio: ``()`` float32, the last step's ratio :math:`\\rho` of actual to
       predicted loss change (0 when damping is not adapted, and before the first step).
@@ -156,37 +163,115 @@ def _check_step_inputs(name: str, params: Any, batch: Any, kind: str, key: Any) 
     )
 
 
-def _relative_residual(r: PyTree, g: PyTree) -> Array:
-  norm_g = otu.tree_norm(g)
-  return (otu.tree_norm(r) / jnp.where(norm_g > 0, norm_g, 1.0)).astype(jnp.float32)
+class _Solution(NamedTuple):
+  """The result of :func:`_solve`: ``x``, ``F x``, the relative residual, the products."""
+
+  x: PyTree
+  fx: PyTree
+  residual: Array
+  iterations: Array
 
 
-def _solve(fvp, g, damping, x0, tol, maxiter):
-  r"""CG on ``(F + damping I) x = g``; returns ``x``, ``F x`` and the relative residual.
+def _compute_dtype(tree: PyTree):
+  """float32, or float64 when a leaf is: the dtype of CG's scalars."""
+  return jnp.result_type(jnp.float32, *jax.tree.leaves(tree))
 
-  A warm start ``x0`` (``None`` for zero) is first scaled by the step length that
-  minimizes the quadratic model :math:`q(x) = \frac12 x^\top A x - g^\top x` along it
-  (clipped at 0): then :math:`q(x_0) \le q(0) = 0`, and since conjugate gradients never
-  increase :math:`q`, the solution always predicts a decrease, however few iterations
-  run. This costs one product.
+
+def _dot(a: PyTree, b: PyTree, dtype) -> Array:
+  leaves = jax.tree.leaves(
+    jax.tree.map(lambda u, v: jnp.vdot(u.astype(dtype), v.astype(dtype)), a, b)
+  )
+  return sum(leaves, jnp.zeros((), dtype))
+
+
+def _max_abs(tree: PyTree, dtype) -> Array:
+  return jnp.asarray(otu.tree_norm(tree, ord="inf"), dtype)
+
+
+def _axpy(alpha: Array, x: PyTree, y: PyTree) -> PyTree:
+  """``y + alpha x`` leaf by leaf, each leaf keeping its dtype."""
+  return jax.tree.map(lambda xi, yi: (yi + alpha * xi).astype(yi.dtype), x, y)
+
+
+def _scale(alpha: Array, x: PyTree) -> PyTree:
+  return jax.tree.map(lambda xi: (alpha * xi).astype(xi.dtype), x)
+
+
+def _solve(fvp, g, damping, x0, tol, maxiter) -> _Solution:
+  r"""Conjugate gradients on :math:`A x = g`, :math:`A = F + \lambda I`, on pytrees.
+
+  Returns ``x``, ``F x`` and the relative residual :math:`\|g - A x\| / \|g\|`, all
+  from CG's recurrences: with a warm start ``x0`` the solve costs ``maxiter + 1``
+  Fisher-vector products at most (``maxiter`` from zero), one per iteration and none
+  to report. Iterations stop when the residual is at most ``tol`` or after ``maxiter``.
+
+  * **Warm start.** ``x0`` (``None`` for zero) is first scaled by the step length that
+    minimizes the quadratic model :math:`q(x) = \frac12 x^\top A x - g^\top x` along
+    it (clipped at 0): :math:`x_0 \leftarrow \max(0, g^\top x_0 / x_0^\top A x_0)\,
+    x_0`. Then :math:`q(x_0) \le q(0) = 0`, and since CG never increases :math:`q`, the
+    solution predicts a decrease however few iterations run. The product
+    :math:`A x_0` that the scaling needs also gives the initial residual
+    :math:`r_0 = g - \alpha A x_0`.
+  * **Recurrences.** Besides :math:`x_{k+1} = x_k + \alpha_k p_k` and
+    :math:`r_{k+1} = r_k - \alpha_k A p_k`, the undamped :math:`F x_{k+1} = F x_k +
+    \alpha_k F p_k` is accumulated from the same products (not as :math:`g - r -
+    \lambda x`, which cancels when :math:`\lambda` dominates :math:`F`), so
+    :math:`x^\top F x` (the reduction ratio's model, the trust region's scale) keeps
+    the relative accuracy of ``x``. The recurrence residual departs from the true
+    :math:`g - A x` only by round-off.
+  * **Scaling.** The system is solved for :math:`g / s` with :math:`s =
+    \max_i |g_i|` (and the warm start's direction normalized alike), so that squared
+    norms neither overflow nor underflow in float32 however large or small the
+    gradient; the results are scaled back.
+  * **Breakdown.** An iteration whose direction has no positive curvature
+    (:math:`p^\top A p \le 0`, possible only for a singular undamped ``F``) ends the
+    solve without moving.
+
+  Scalars are float32 (float64 for float64 trees); each leaf keeps its dtype.
   """
-  dtype_damping = jax.tree.map(lambda leaf: jnp.asarray(damping, leaf.dtype), g)
+  dtype = _compute_dtype(g)
+  lam = jax.tree.map(lambda leaf: jnp.asarray(damping, leaf.dtype), g)
 
-  def matvec(v):
-    return jax.tree.map(lambda f, d, vi: f + d * vi, fvp(v), dtype_damping, v)
+  def products(v):
+    fv = fvp(v)
+    return fv, jax.tree.map(lambda f, d, vi: f + d * vi, fv, lam, v)
 
+  s = _max_abs(g, dtype)
+  s = jnp.where((s > 0) & jnp.isfinite(s), s, jnp.ones_like(s))
+  b = _scale(1 / s, g)
   if x0 is None:
-    x0 = otu.tree_zeros_like(g)
+    x, fx, r = otu.tree_zeros_like(b), otu.tree_zeros_like(b), b
   else:
-    curvature = otu.tree_vdot(x0, matvec(x0))
-    alpha = jnp.where(
-      curvature > 0, otu.tree_vdot(g, x0) / jnp.where(curvature > 0, curvature, 1), 0
-    )
-    x0 = otu.tree_scale(jnp.maximum(alpha, 0.0), x0)
-  x, _ = jax.scipy.sparse.linalg.cg(matvec, g, x0=x0, tol=tol, maxiter=maxiter)
-  fx = fvp(x)
-  r = jax.tree.map(lambda gi, f, d, xi: gi - f - d * xi, g, fx, dtype_damping, x)
-  return x, fx, _relative_residual(r, g)
+    t = _max_abs(x0, dtype)
+    u = _scale(1 / jnp.where(t > 0, t, jnp.ones_like(t)), x0)
+    fu, au = products(u)
+    curvature = _dot(u, au, dtype)
+    alpha = jnp.where(curvature > 0, _dot(b, u, dtype) / jnp.where(curvature > 0, curvature, 1), 0)
+    alpha = jnp.maximum(alpha, 0)
+    x, fx, r = _scale(alpha, u), _scale(alpha, fu), _axpy(-alpha, au, b)
+  norm_b = jnp.sqrt(_dot(b, b, dtype))
+  threshold = jnp.square(tol * norm_b).astype(dtype)
+  rs = _dot(r, r, dtype)
+
+  def cond(carry):
+    k, _, _, _, _, rs, stalled = carry
+    return (k < maxiter) & (rs > threshold) & ~stalled
+
+  def body(carry):
+    k, x, fx, r, p, rs, _ = carry
+    fp, ap = products(p)
+    curvature = _dot(p, ap, dtype)
+    stalled = ~(curvature > 0)
+    alpha = jnp.where(stalled, 0, rs / jnp.where(stalled, 1, curvature))
+    x, fx, r = _axpy(alpha, p, x), _axpy(alpha, fp, fx), _axpy(-alpha, ap, r)
+    rs_new = _dot(r, r, dtype)
+    p = _axpy(rs_new / jnp.where(rs > 0, rs, 1), p, r)
+    return k + 1, x, fx, r, p, rs_new, stalled
+
+  init = (jnp.zeros((), jnp.int32), x, fx, r, r, rs, jnp.zeros((), jnp.bool_))
+  k, x, fx, r, _, rs, _ = jax.lax.while_loop(cond, body, init)
+  residual = jnp.where(norm_b > 0, jnp.sqrt(rs) / jnp.where(norm_b > 0, norm_b, 1), 0)
+  return _Solution(_scale(s, x), _scale(s, fx), residual.astype(jnp.float32), k)
 
 
 def _cast_like(tree: PyTree, like: PyTree) -> PyTree:
@@ -224,8 +309,9 @@ def scale_by_natural_gradient(
   Fisher-vector product of the chosen ``kind`` on the step's ``batch`` (see
   :func:`gradest.fisher.fisher_vector_product`; ``'empirical'`` uses the observed
   targets and is *not* the Fisher). The model is linearized once per step. The solve
-  starts from the previous step's solution (``warm_start``), and its true relative
-  residual and a ``converged`` flag are stored in the state: a solve that stopped at
+  starts from the previous step's solution (``warm_start``; one more product, which
+  scales it so that the step always predicts a decrease), and its relative residual
+  and a ``converged`` flag are stored in the state: a solve that stopped at
   ``cg_maxiter`` is visible there, never silent.
 
   **Damping adaptation** (``adapt_damping=True``, Levenberg-Marquardt): after the
@@ -334,7 +420,7 @@ def scale_by_natural_gradient(
       apply_fn, params, batch, likelihood=lik, kind=kind, key=key, num_samples=num_samples
     )
     x0 = _cast_like(state.solution, updates) if warm_start else None
-    x, fx, residual = _solve(fvp, updates, state.damping, x0, tol, maxiter)
+    x, fx, residual, _ = _solve(fvp, updates, state.damping, x0, tol, maxiter)
     new_damping, ratio, out = state.damping, jnp.zeros((), jnp.float32), x
     if adapt_damping:
       current = value_fn(params) if value is None else value
@@ -473,7 +559,7 @@ def scale_by_kl_trust_region(
       apply_fn, params, batch, likelihood=lik, kind=kind, key=key, num_samples=num_samples
     )
     x0 = _cast_like(state.solution, updates) if warm_start else None
-    x, fx, residual = _solve(fvp, updates, damping, x0, tol, maxiter)
+    x, fx, residual, _ = _solve(fvp, updates, damping, x0, tol, maxiter)
     curvature = otu.tree_vdot(x, fx).astype(jnp.float32)
     scale = jnp.where(
       curvature > 0, jnp.sqrt(2.0 * delta / jnp.where(curvature > 0, curvature, 1.0)), 0.0
