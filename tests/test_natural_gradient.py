@@ -14,7 +14,7 @@ from flax import nnx
 import gradest
 from gradest import fisher
 from gradest._src import natural_gradient as ng_module
-from gradest._src.natural_gradient import _solve
+from gradest._src.natural_gradient import solve_damped_system
 
 N, D = 12, 4
 
@@ -187,7 +187,9 @@ def test_cg_matches_a_dense_solve(dtype, warm):
   with jax.enable_x64(dtype == "float64"):
     m, fvp, g, x0 = spd_system(0, dtype)
     tol = 1e-5 if dtype == "float32" else 1e-12
-    sol = jax.jit(lambda g, x0: _solve(fvp, g, 0.01, x0, tol, 200))(g, x0 if warm else None)
+    sol = jax.jit(lambda g, x0: solve_damped_system(fvp, g, 0.01, x0, tol, 200))(
+      g, x0 if warm else None
+    )
     assert all(leaf.dtype == dtype for leaf in jax.tree.leaves((sol.x, sol.fx)))
     true_residual = check_solution(sol, m, g, 0.01, 1e-3 if dtype == "float32" else 1e-9)
     assert float(sol.residual) <= tol
@@ -198,7 +200,7 @@ def test_cg_matches_a_dense_solve(dtype, warm):
 @pytest.mark.parametrize("warm", [False, True])
 def test_cg_stops_at_maxiter_and_reports_the_true_residual(warm):
   m, fvp, g, x0 = spd_system(1, "float32", condition=1e3)
-  sol = _solve(fvp, g, 1e-3, x0 if warm else None, 1e-8, 4)
+  sol = solve_damped_system(fvp, g, 1e-3, x0 if warm else None, 1e-8, 4)
   assert int(sol.iterations) == 4
   x = np.asarray(flat(sol.x), np.float64)
   gf = np.asarray(flat(g), np.float64)
@@ -215,7 +217,7 @@ def test_cg_zero_right_hand_side():
   _, fvp, g, x0 = spd_system(2, "float32")
   zero = jax.tree.map(jnp.zeros_like, g)
   for start in (None, x0):
-    sol = jax.jit(lambda z, s: _solve(fvp, z, 0.1, s, 1e-6, 10))(zero, start)
+    sol = jax.jit(lambda z, s: solve_damped_system(fvp, z, 0.1, s, 1e-6, 10))(zero, start)
     assert np.all(np.asarray(flat(sol.x)) == 0) and np.all(np.asarray(flat(sol.fx)) == 0)
     assert float(sol.residual) == 0 and int(sol.iterations) == 0
 
@@ -224,9 +226,9 @@ def test_cg_zero_right_hand_side():
 def test_cg_is_scale_invariant_in_float32(scale):
   # Squared norms of such gradients under- or overflow in float32; the solve does not.
   m, fvp, g, x0 = spd_system(3, "float32")
-  ref = _solve(fvp, g, 0.01, x0, 1e-5, 200)
+  ref = solve_damped_system(fvp, g, 0.01, x0, 1e-5, 200)
   big = jax.tree.map(lambda a: a * scale, g)
-  sol = _solve(fvp, big, 0.01, jax.tree.map(lambda a: a * scale, x0), 1e-5, 200)
+  sol = solve_damped_system(fvp, big, 0.01, jax.tree.map(lambda a: a * scale, x0), 1e-5, 200)
   assert np.all(np.isfinite(np.asarray(flat(sol.x))))
   np.testing.assert_allclose(flat(sol.x) / scale, flat(ref.x), rtol=1e-4, atol=1e-6)
   assert float(sol.residual) <= 1e-5 and abs(int(sol.iterations) - int(ref.iterations)) <= 1
@@ -237,7 +239,7 @@ def test_cg_curvature_is_accurate_when_damping_dominates():
   m, fvp, g, _ = spd_system(4, "float32")
   m_small = 1e-4 * m
   small = lambda v: jax.tree.map(lambda a: 1e-4 * a, fvp(v))  # noqa: E731
-  sol = _solve(small, g, 10.0, None, 1e-6, 100)
+  sol = solve_damped_system(small, g, 10.0, None, 1e-6, 100)
   x = np.asarray(flat(sol.x), np.float64)
   xfx = float(otu.tree_vdot(sol.x, sol.fx))
   assert xfx == pytest.approx(x @ m_small @ x, rel=1e-4)

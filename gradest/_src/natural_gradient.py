@@ -164,7 +164,7 @@ def _check_step_inputs(name: str, params: Any, batch: Any, kind: str, key: Any) 
 
 
 class _Solution(NamedTuple):
-  """The result of :func:`_solve`: ``x``, ``F x``, the relative residual, the products."""
+  """What :func:`solve_damped_system` returns: ``x``, ``F x``, the residual, the products."""
 
   x: PyTree
   fx: PyTree
@@ -197,7 +197,7 @@ def _scale(alpha: Array, x: PyTree) -> PyTree:
   return jax.tree.map(lambda xi: (alpha * xi).astype(xi.dtype), x)
 
 
-def _solve(fvp, g, damping, x0, tol, maxiter) -> _Solution:
+def solve_damped_system(fvp, g, damping, x0, tol, maxiter) -> _Solution:
   r"""Conjugate gradients on :math:`A x = g`, :math:`A = F + \lambda I`, on pytrees.
 
   Returns ``x``, ``F x`` and the relative residual :math:`\|g - A x\| / \|g\|`, all
@@ -420,7 +420,7 @@ def scale_by_natural_gradient(
       apply_fn, params, batch, likelihood=lik, kind=kind, key=key, num_samples=num_samples
     )
     x0 = _cast_like(state.solution, updates) if warm_start else None
-    x, fx, residual, _ = _solve(fvp, updates, state.damping, x0, tol, maxiter)
+    x, fx, residual, _ = solve_damped_system(fvp, updates, state.damping, x0, tol, maxiter)
     new_damping, ratio, out = state.damping, jnp.zeros((), jnp.float32), x
     if adapt_damping:
       current = value_fn(params) if value is None else value
@@ -559,7 +559,7 @@ def scale_by_kl_trust_region(
       apply_fn, params, batch, likelihood=lik, kind=kind, key=key, num_samples=num_samples
     )
     x0 = _cast_like(state.solution, updates) if warm_start else None
-    x, fx, residual, _ = _solve(fvp, updates, damping, x0, tol, maxiter)
+    x, fx, residual, _ = solve_damped_system(fvp, updates, damping, x0, tol, maxiter)
     curvature = otu.tree_vdot(x, fx).astype(jnp.float32)
     scale = jnp.where(
       curvature > 0, jnp.sqrt(2.0 * delta / jnp.where(curvature > 0, curvature, 1.0)), 0.0
