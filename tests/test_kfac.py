@@ -502,3 +502,61 @@ def test_register_conv2d_refuses_unsupported_padding():
     register_conv2d(
       jnp.ones((1, 2, 2, 1)), jnp.ones((1, 2, 2, 1)), jnp.ones((1, 1, 1, 1)), padding="CIRCULAR"
     )
+
+
+def test_one_by_one_convolution_equals_a_dense_layer_at_every_pixel():
+  # A 1x1 convolution is a dense layer applied at every pixel: same factors, same step.
+  images = jax.random.normal(jax.random.key(0), (3, 4, 5, 2))
+  y = jnp.arange(3) % 2
+
+  class Conv(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      return nn.Conv(2, (1, 1), name="c")(x).mean((1, 2))
+
+  def dense(p, x):
+    h = register_dense(x @ p["kernel"] + p["bias"], x, p["kernel"], p["bias"])
+    return h.mean((1, 2))
+
+  params = Conv().init(jax.random.key(1), images)
+  plain = {"kernel": params["params"]["c"]["kernel"][0, 0], "bias": params["params"]["c"]["bias"]}
+  key = jax.random.key(2)
+  conv_f = fisher.kfac_factors(Conv().apply, params, (images, y), likelihood="categorical", key=key)
+  dense_f = fisher.kfac_factors(dense, plain, (images, y), likelihood="categorical", key=key)
+  for a, b in zip(conv_f["c"], dense_f["kernel"], strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+  conv_step = _one_step(Conv().apply, params, images, y)["params"]["c"]
+  dense_step = _one_step(dense, plain, images, y)
+  np.testing.assert_allclose(conv_step["kernel"][0, 0], dense_step["kernel"], rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(conv_step["bias"], dense_step["bias"], rtol=1e-4, atol=1e-6)
+
+
+def test_embedding_step_equals_direct_solve_with_diagonal_input_factor():
+  ids = jnp.array([[0, 1], [1, 1], [3, 0], [2, 2]])
+  y = jnp.array([0, 1, 1, 0])
+  params = {
+    "table": jax.random.normal(jax.random.key(0), (5, 3)),
+    "w": jax.random.normal(jax.random.key(1), (3, 2)),
+  }
+
+  def apply_fn(p, tokens):
+    e = register_embed(p["table"][tokens], tokens, p["table"]).mean(1)
+    return e @ p["w"]  # "w" is not registered: it keeps its gradient
+
+  lam = 0.1
+  opt = gradest.scale_by_kfac(
+    apply_fn, "categorical", example_inputs=ids, learning_rate=1.0, damping=lam, decay=0.0
+  )
+  grads = jax.grad(nll(apply_fn, ids, y))(params)
+  key = jax.random.key(4)
+  step, _ = opt.update(grads, opt.init(params), params, batch=(ids, y), key=key)
+  ((a, g),) = fisher.kfac_factors(
+    apply_fn, params, (ids, y), likelihood="categorical", key=key
+  ).values()
+  a, g = np.asarray(a, np.float64), np.asarray(g, np.float64)
+  pi = np.sqrt(np.mean(a) / (np.trace(g) / 3))
+  damped = np.kron(np.diag(a) + pi * np.sqrt(lam) * np.eye(5), g + np.sqrt(lam) / pi * np.eye(3))
+  solved = np.linalg.solve(damped, np.asarray(grads["table"], np.float64).ravel()).reshape(5, 3)
+  np.testing.assert_allclose(step["table"], solved, rtol=2e-3, atol=1e-6)
+  np.testing.assert_array_equal(step["w"], grads["w"])
+  assert np.all(np.asarray(a)[[4]] == 0)  # id 4 never appears: its rows are damped only
