@@ -67,6 +67,7 @@ from gradest._src.layers import (
   layer_rows,
   trace_layers,
 )
+from gradest._src.natural_gradient import check_step_inputs, levenberg_marquardt
 
 
 class KFACState(NamedTuple):
@@ -481,27 +482,9 @@ def scale_by_kfac(
     **extra_args: Any,
   ) -> tuple[PyTree, KFACState]:
     del extra_args
-    if params is None:
-      raise ValueError(
-        f"{name} needs the current parameters: call update(updates, state, params, batch=...)."
-      )
-    if batch is None:
-      raise TypeError(
-        f"{name}.update needs the current batch as a keyword argument: "
-        "update(updates, state, params, batch=(inputs, targets))."
-      )
-    if kind == "monte_carlo":
-      if key is None:
-        raise TypeError(
-          f"{name} with kind='monte_carlo' samples targets from the model and needs key= "
-          "at every update (a fresh PRNG key per step)."
-        )
-      check_key(key)
-    if adapt_damping and value_fn is None:
-      raise TypeError(
-        f"{name}(adapt_damping=True) needs value_fn= at every update: value_fn(params) -> "
-        "the loss on this batch."
-      )
+    check_step_inputs(
+      name, params, batch, kind, key, adapt_damping=adapt_damping, value_fn=value_fn
+    )
     check_same_structure(updates, params, "updates", "params")
     inputs, targets = split_batch(batch, kind == "empirical", f"{name}.update")
     summary, shapes = trace_layers(apply_fn, params, inputs)
@@ -567,19 +550,7 @@ def scale_by_kfac(
           pred = -otu.tree_vdot(updates, step).astype(jnp.float32) + 0.5 * c
         current = value_fn(params) if value is None else value
         trial = value_fn(jax.tree.map(lambda p, s: p - s.astype(p.dtype), params, step))
-        actual = (trial - current).astype(jnp.float32)
-        # A model that predicts no decrease (a fixed learning rate past the model's
-        # minimum) counts as a poor fit: the damping goes up.
-        fit = jnp.where(pred < 0, actual / jnp.where(pred < 0, pred, -1.0), 0.0)
-        rho = jnp.where(pred == 0, 0.5, fit)
-        rho = jnp.where(jnp.isfinite(actual), rho, -jnp.inf).astype(jnp.float32)
-        lam = jnp.where(
-          rho > 0.75,
-          state.damping / factor,
-          jnp.where(rho < 0.25, state.damping * factor, state.damping),
-        )
-        rho = jnp.where(jnp.isfinite(rho), rho, jnp.finfo(jnp.float32).min)
-        return jnp.clip(lam, lo, hi).astype(jnp.float32), rho
+        return levenberg_marquardt(state.damping, trial - current, pred, factor, lo, hi)
 
       new_damping, ratio = jax.lax.cond(
         count % adapt_period == adapt_period - 1,

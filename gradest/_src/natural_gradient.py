@@ -57,6 +57,7 @@ from gradest._src.base import (
   Array,
   PyTree,
   check_choice,
+  check_key,
   check_positive_int,
   check_real,
   check_same_structure,
@@ -146,7 +147,17 @@ def _check_solver_args(likelihood, kind, damping, cg_maxiter, cg_tol, num_sample
   return lik, damping, maxiter, tol
 
 
-def _check_step_inputs(name: str, params: Any, batch: Any, kind: str, key: Any) -> None:
+def check_step_inputs(
+  name: str,
+  params: Any,
+  batch: Any,
+  kind: str,
+  key: Any,
+  *,
+  adapt_damping: bool = False,
+  value_fn: Any = None,
+) -> None:
+  """Raises a clear error for a missing per-step input of a curvature transform's update."""
   if params is None:
     raise ValueError(
       f"{name} needs the current parameters: call update(updates, state, params, batch=...)."
@@ -156,11 +167,40 @@ def _check_step_inputs(name: str, params: Any, batch: Any, kind: str, key: Any) 
       f"{name}.update needs the current batch as a keyword argument: "
       "update(updates, state, params, batch=(inputs, targets))."
     )
-  if kind == "monte_carlo" and key is None:
+  if kind == "monte_carlo":
+    if key is None:
+      raise TypeError(
+        f"{name} with kind='monte_carlo' samples targets and needs key= at every update "
+        "(a fresh PRNG key per step)."
+      )
+    check_key(key)
+  if adapt_damping and value_fn is None:
     raise TypeError(
-      f"{name} with kind='monte_carlo' samples targets and needs key= at every update "
-      "(a fresh PRNG key per step)."
+      f"{name}(adapt_damping=True) needs value_fn= at every update: value_fn(params) -> "
+      "the loss on this batch."
     )
+
+
+def levenberg_marquardt(
+  damping: Array, actual: Array, predicted: Array, factor: float, lo: float, hi: float
+) -> tuple[Array, Array]:
+  r"""The Levenberg-Marquardt rule: ``(new damping, reduction ratio)``.
+
+  :math:`\rho` is the actual over the predicted loss change when the model predicts a
+  decrease, 0 when it predicts an increase (a step past the model's minimum), 1/2 when
+  it predicts no change, and the lowest float32 when the trial loss is not finite. The
+  damping is divided by ``factor`` when :math:`\rho > 3/4`, multiplied by it when
+  :math:`\rho < 1/4`, and kept in ``[lo, hi]``.
+  """
+  actual = actual.astype(jnp.float32)
+  predicted = predicted.astype(jnp.float32)
+  fit = actual / jnp.where(predicted < 0, predicted, -1.0)
+  ratio = jnp.where(predicted < 0, fit, jnp.where(predicted > 0, 0.0, 0.5))
+  ratio = jnp.where(jnp.isfinite(actual), ratio, jnp.finfo(jnp.float32).min)
+  new = jnp.where(
+    ratio > 0.75, damping / factor, jnp.where(ratio < 0.25, damping * factor, damping)
+  )
+  return jnp.clip(new, lo, hi).astype(jnp.float32), ratio.astype(jnp.float32)
 
 
 class _Solution(NamedTuple):
@@ -409,12 +449,9 @@ def scale_by_natural_gradient(
     **extra_args: Any,
   ) -> tuple[PyTree, NaturalGradientState]:
     del extra_args
-    _check_step_inputs(name, params, batch, kind, key)
-    if adapt_damping and value_fn is None:
-      raise TypeError(
-        "scale_by_natural_gradient(adapt_damping=True) needs value_fn= at every update: "
-        "value_fn(params) -> the loss on this batch."
-      )
+    check_step_inputs(
+      name, params, batch, kind, key, adapt_damping=adapt_damping, value_fn=value_fn
+    )
     check_same_structure(updates, params, "updates", "params")
     fvp = fisher_vector_product(
       apply_fn, params, batch, likelihood=lik, kind=kind, key=key, num_samples=num_samples
@@ -426,18 +463,9 @@ def scale_by_natural_gradient(
       current = value_fn(params) if value is None else value
       trial = value_fn(jax.tree.map(lambda p, xi: p - xi.astype(p.dtype), params, x))
       predicted = -otu.tree_vdot(updates, x) + 0.5 * otu.tree_vdot(x, fx)
-      actual = (trial - current).astype(jnp.float32)
-      predicted = predicted.astype(jnp.float32)
-      ratio = jnp.where(
-        jnp.isfinite(actual), jnp.where(predicted < 0, actual / predicted, 0.5), -jnp.inf
+      new_damping, ratio = levenberg_marquardt(
+        state.damping, trial - current, predicted, factor, lo, hi
       )
-      new_damping = jnp.where(
-        ratio > 0.75,
-        state.damping / factor,
-        jnp.where(ratio < 0.25, state.damping * factor, state.damping),
-      )
-      new_damping = jnp.clip(new_damping, lo, hi).astype(jnp.float32)
-      ratio = jnp.where(jnp.isfinite(ratio), ratio, jnp.finfo(jnp.float32).min)
       if reject_steps:
         keep = (ratio > 0) | (predicted == 0)
         out = jax.tree.map(lambda xi: jnp.where(keep, xi, jnp.zeros_like(xi)), x)
@@ -553,7 +581,7 @@ def scale_by_kl_trust_region(
 
   def update_fn(updates, state, params=None, *, batch=None, key=None, **extra_args):
     del extra_args
-    _check_step_inputs(name, params, batch, kind, key)
+    check_step_inputs(name, params, batch, kind, key)
     check_same_structure(updates, params, "updates", "params")
     fvp = fisher_vector_product(
       apply_fn, params, batch, likelihood=lik, kind=kind, key=key, num_samples=num_samples
@@ -666,7 +694,7 @@ def scale_by_fisher_diagonal(
 
   def update_fn(updates, state, params=None, *, batch=None, key=None, **extra_args):
     del extra_args
-    _check_step_inputs(name, params, batch, kind, key)
+    check_step_inputs(name, params, batch, kind, key)
     check_same_structure(updates, params, "updates", "params")
     d = fisher_diagonal(apply_fn, params, batch, likelihood=lik, kind=kind, key=key, num_samples=s)
     count = optax.safe_increment(state.count)
