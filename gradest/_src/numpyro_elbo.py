@@ -1,0 +1,506 @@
+r"""Per-site gradient estimators inside NumPyro's SVI: :class:`ELBO`.
+
+NumPyro trains discrete latent variables with the plain score function
+(``TraceGraph_ELBO``: no baseline) or by enumeration. :class:`ELBO` is a
+``numpyro.infer.elbo.ELBO`` whose loss is a *surrogate*: its value is the negative ELBO
+estimate (the negative multi-sample bound with ``vimco``) and its gradient with respect to
+the parameters is the estimate of the estimator chosen for each latent site of the guide.
+
+How a site's learning signal is formed (the semantics of ``TraceGraph_ELBO``): the cost
+terms :math:`\log p` (model sites) and :math:`-\log q` (guide sites) that depend on the
+site's value, found by NumPyro's provenance tracking
+(``numpyro.infer.elbo.get_nonreparam_deps``), summed over every plate the site is not in
+(``MultiFrameTensor.sum_to``). A site inside a plate thus gets one signal per plate element,
+and independent data points do not add each other's noise.
+
+Requires ``numpyro`` (the ``adapters`` extra); ``get_nonreparam_deps`` exists from NumPyro
+0.12, its provenance tracking works with JAX >= 0.9 from NumPyro 0.21.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from numpyro.handlers import replay, seed, substitute, trace
+from numpyro.infer.elbo import ELBO as NumPyroELBO
+from numpyro.infer.elbo import MultiFrameTensor, get_nonreparam_deps
+from numpyro.primitives import Messenger
+from numpyro.util import check_model_guide_match
+
+from gradest._src.discrete import BERNOULLI, CATEGORICAL, Family, perturb
+from gradest._src.distributions import Bernoulli, Categorical, as_distribution
+from gradest._src.gumbel import check_temperature, straight_through
+from gradest._src.registry import ESTIMATORS, get_estimator
+from gradest._src.score_function import score_function_surrogate
+from gradest._src.vimco import vimco_surrogate
+
+Array = jax.Array
+
+PATHWISE = "pathwise"
+SCORE = "score"
+ANTITHETIC = "antithetic"
+RELAXED = "relaxed"
+MULTI_SAMPLE = "multi_sample"
+
+
+class SiteEstimator(NamedTuple):
+  """How :class:`ELBO` estimates the gradient through one latent site.
+
+  Attributes:
+    name: the gradest registry name (``gradest.ESTIMATORS``).
+    kind: ``"pathwise"`` (the sample carries its reparameterization gradient),
+      ``"score"`` (:math:`\\nabla\\log q` times the site's downstream cost, less a baseline),
+      ``"antithetic"`` (ARM / DisARM: the downstream cost at the sample and at its antithetic
+      partner), ``"relaxed"`` (straight-through: the exact sample carries a relaxed
+      sample's gradient) or ``"multi_sample"`` (VIMCO).
+    families: what the site's distribution may be: ``"reparameterized"`` (``has_rsample``),
+      ``"any"``, ``"bernoulli"``, ``"categorical"``.
+    min_particles: the smallest ``num_particles``.
+    reruns: extra runs of guide and model per particle for this site.
+    options: fixed options (the baseline of the score-function entries).
+  """
+
+  name: str
+  kind: str
+  families: tuple[str, ...]
+  min_particles: int = 1
+  reruns: int = 0
+  options: Mapping[str, Any] = types.MappingProxyType({})
+
+  @property
+  def unbiased(self) -> bool:
+    """Whether the estimator is unbiased (from the gradest registry)."""
+    return get_estimator(self.name).unbiased
+
+
+SITE_ESTIMATORS: Mapping[str, SiteEstimator] = types.MappingProxyType(
+  {
+    e.name: e
+    for e in (
+      SiteEstimator("pathwise", PATHWISE, ("reparameterized",)),
+      SiteEstimator("score_function", SCORE, ("any",), options={"baseline": None}),
+      SiteEstimator("reinforce_loo", SCORE, ("any",), 2, options={"baseline": "leave_one_out"}),
+      SiteEstimator("disarm", ANTITHETIC, ("bernoulli",), reruns=1),
+      SiteEstimator("arm", ANTITHETIC, ("bernoulli",), reruns=1),
+      SiteEstimator("straight_through", RELAXED, ("bernoulli",)),
+      SiteEstimator("vimco", MULTI_SAMPLE, ("any",), 2),
+    )
+  }
+)
+"""The estimators :class:`ELBO` offers per site, by gradest registry name."""
+
+
+def _check_estimator_name(name: Any, where: str) -> SiteEstimator:
+  if isinstance(name, SiteEstimator):
+    return name
+  if name in SITE_ESTIMATORS:
+    return SITE_ESTIMATORS[name]
+  later = sorted(set(ESTIMATORS) - set(SITE_ESTIMATORS))
+  hint = (
+    f" ({name!r} is a gradest estimator that ELBO does not offer per site yet)"
+    if name in ESTIMATORS
+    else ""
+  )
+  raise ValueError(
+    f"{where}: unknown estimator {name!r}{hint}; use one of {sorted(SITE_ESTIMATORS)} "
+    f"(not yet available inside ELBO: {later})."
+  )
+
+
+def _base(fn: Any) -> Any:
+  """The distribution under numpyro's Expanded / Independent / Masked wrappers."""
+  while hasattr(fn, "base_dist"):
+    fn = fn.base_dist
+  return fn
+
+
+def _class_names(fn: Any) -> list[str]:
+  """The class names a rule may use for ``fn``: ``BernoulliLogits`` also as ``Bernoulli``."""
+  names = []
+  for d in (fn, _base(fn)):
+    for cls in type(d).__mro__:
+      n = cls.__name__
+      for alias in (n, n.removesuffix("Logits").removesuffix("Probs")):
+        if alias not in names and alias not in ("object", "Distribution"):
+          names.append(alias)
+  return names
+
+
+def _family(fn: Any) -> str:
+  """``"bernoulli"``, ``"categorical"`` or ``"other"`` for a numpyro distribution."""
+  base = as_distribution(_base(fn), "the site's distribution")
+  if isinstance(base, Bernoulli):
+    return "bernoulli"
+  if isinstance(base, Categorical):
+    return "categorical"
+  return "other"
+
+
+def _logits(fn: Any) -> tuple[Family, Array]:
+  """The gradest family and the logits of a Bernoulli site, broadcast to the site's shape."""
+  base = as_distribution(_base(fn), "the site's distribution")
+  shape = tuple(fn.batch_shape) + tuple(fn.event_shape)
+  if isinstance(base, Bernoulli):
+    return BERNOULLI, jnp.broadcast_to(base.logits, shape)
+  return CATEGORICAL, jnp.broadcast_to(base.logits, shape + base.logits.shape[-1:])
+
+
+def _sample_dtype(fn: Any, key: Array) -> Any:
+  return jax.eval_shape(lambda k: fn.sample(k), key).dtype
+
+
+def _log_probs(tr: Mapping[str, Any]) -> dict[str, Array]:
+  """Each sample site's ``log_prob`` (event-summed, batch-shaped) times its plate scale."""
+  out = {}
+  for name, site in tr.items():
+    if site["type"] == "sample":
+      lp = site["fn"].log_prob(site["value"])
+      if site["scale"] is not None:
+        lp = site["scale"] * lp
+      out[name] = lp
+  return out
+
+
+class _Intervene(Messenger):
+  """Draws the values of antithetic and straight-through sites from the site's own key.
+
+  It sits outside the ``seed`` handler, so every site gets the key it would get without it
+  (a re-run with the same seed reuses every site's noise: common random numbers). Values of
+  non-pathwise sites are cut from the gradient, as in ``TraceGraph_ELBO``.
+  """
+
+  def __init__(self, fn, choose, flip=None, temperature=1.0):
+    self.choose = choose
+    self.flip = flip
+    self.temperature = temperature
+    super().__init__(fn)
+
+  def process_message(self, msg):
+    if msg["type"] != "sample" or msg["is_observed"] or msg["value"] is not None:
+      return
+    est = self.choose(msg["name"], msg["fn"])
+    if est.kind not in (ANTITHETIC, RELAXED):
+      return
+    key = msg["kwargs"]["rng_key"]
+    fam, logits = _logits(msg["fn"])
+    noise, _ = perturb(fam, key, jax.lax.stop_gradient(logits))
+    dtype = _sample_dtype(msg["fn"], key)
+    if est.kind == ANTITHETIC:
+      z = logits - noise if msg["name"] == self.flip else logits + noise
+      msg["value"] = jax.lax.stop_gradient(fam.hard(z)).astype(dtype)
+    else:
+      hard = jax.lax.stop_gradient(fam.hard(logits + noise))
+      msg["value"] = straight_through(hard, fam.soft(logits + noise, self.temperature))
+
+  def postprocess_message(self, msg):
+    if msg["type"] != "sample" or msg["is_observed"]:
+      return
+    if self.choose(msg["name"], msg["fn"]).kind not in (PATHWISE, RELAXED):
+      msg["value"] = jax.lax.stop_gradient(msg["value"])
+
+
+class ELBO(NumPyroELBO):
+  r"""The ELBO with a gradient estimator chosen per latent site of the guide.
+
+  Use it as ``numpyro.infer.SVI(model, guide, optim, loss=ELBO(...))``. For ``K`` particles
+  (independent runs of guide and model), the loss is the surrogate
+
+  .. math::
+    \mathcal S = -\frac1K \sum_{k=1}^K \Big[\sum_{s \in \text{model}} \log p_s
+      - \sum_{s \in \text{guide}} \log q_s\Big]_k - \sum_{\text{sites } z} T_z,
+
+  whose value is the negative ELBO estimate (every :math:`T_z` has value 0) and whose
+  gradient is the chosen estimators'. With :math:`c_{z,k}` the downstream cost of site
+  :math:`z` in particle :math:`k` (the cost terms depending on :math:`z`, per element of
+  the plates :math:`z` is in), the site terms are
+
+  .. math::
+    T_z^{\mathrm{score}} = \frac1K\sum_k \big(c_{z,k} - b_{z,k}\big)\,
+      \log q(z_k)\ \text{(gradient only)}, \qquad
+    T_z^{\mathrm{DisARM}} = \frac1K\sum_k \tfrac12\big(c_{z,k} - \tilde c_{z,k}\big)
+      (z_k - \tilde z_k)\,\sigma(|\ell_k|)\,\ell_k\ \text{(gradient only)},
+
+  with :math:`b = 0` (``score_function``) or the mean of the other particles' costs
+  (``reinforce_loo``), :math:`\tilde z = \mathbb 1[\ell - L > 0]` the antithetic partner of
+  :math:`z = \mathbb 1[\ell + L > 0]` and :math:`\tilde c` the downstream cost when guide
+  and model are run again with the same seed (common random numbers for every other site)
+  and :math:`\tilde z` in place of :math:`z`. ``arm`` uses
+  :math:`(c - \tilde c)(\sigma(L) - \tfrac12)` instead. The log-density in :math:`T` is not
+  multiplied by the plate's subsampling scale (the cost is): the estimate is unbiased for
+  the full-data ELBO under ``plate(..., subsample_size=B)``.
+
+  Estimators (``estimators`` values; gradest registry names):
+
+  * ``"pathwise"``: reparameterized sites (``site["fn"].has_rsample``); the sample carries
+    its gradient, as in ``Trace_ELBO``.
+  * ``"score_function"``: no baseline (``TraceGraph_ELBO``'s estimator).
+  * ``"reinforce_loo"``: the leave-one-out baseline over the particles (``K >= 2``).
+  * ``"disarm"``, ``"arm"``: Bernoulli sites; one extra run of guide and model per particle
+    and per such site (so ``K * (1 + number of antithetic sites)`` runs in all).
+  * ``"straight_through"``: Bernoulli sites; the exact sample carries the gradient of
+    :math:`\sigma((\ell + L)/\tau)`. **Biased** (the bias does not shrink with ``K``).
+  * ``"vimco"``: the objective becomes the multi-sample bound
+    :math:`\log\frac1K\sum_k e^{w_k}` (:math:`w_k` the particle's log-weight, not split by
+    plates), with VIMCO's per-particle leave-one-out signals (``K >= 2``). It cannot be
+    combined with other score-type or antithetic sites; pathwise and straight-through sites
+    then get the gradient of the bound.
+
+  Args:
+    num_particles: ``K`` (static). The default is 2, the smallest for the default
+      leave-one-out baseline.
+    estimators: a mapping from a guide site name, or a distribution class name
+      (``"Bernoulli"``, ``"BernoulliLogits"``, ``"Categorical"``, ``"Normal"``, ...), to an
+      estimator name. A site name wins over a class name.
+    default: the estimator of the sites no key matches; ``None`` means ``"pathwise"`` for
+      reparameterizable sites and ``"reinforce_loo"`` for the others.
+    temperature: :math:`\tau > 0` of ``straight_through``.
+    vectorize_particles: as in NumPyro's ELBOs (``True``: ``jax.vmap``; ``False``:
+      ``jax.lax.map``; or a callable).
+
+  Raises:
+    ValueError: an unknown estimator name, ``num_particles`` not a positive integer,
+      ``temperature <= 0``; at the first loss evaluation, ``num_particles`` too small for a
+      site's estimator, an ``estimators`` key matching no latent site and no distribution
+      class of the guide, ``vimco`` mixed with score-type or antithetic sites.
+    TypeError: (at the first loss evaluation) an estimator that does not fit a site's
+      distribution (``disarm`` on a Normal, ``pathwise`` on a Bernoulli).
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, numpyro, numpyro.distributions as dist
+    >>> from numpyro.infer import SVI
+    >>> from gradest.numpyro import ELBO
+    >>> def model(x):
+    ...   with numpyro.plate("data", x.shape[0]):
+    ...     z = numpyro.sample("z", dist.Bernoulli(logits=0.0))
+    ...     numpyro.sample("x", dist.Normal(2.0 * z - 1.0, 1.0), obs=x)
+    >>> def guide(x):
+    ...   logits = numpyro.param("logits", jnp.zeros(x.shape[0]))
+    ...   with numpyro.plate("data", x.shape[0]):
+    ...     numpyro.sample("z", dist.Bernoulli(logits=logits))
+    >>> svi = SVI(model, guide, numpyro.optim.Adam(0.05),
+    ...           loss=ELBO(num_particles=4, estimators={"z": "disarm"}))
+    >>> result = svi.run(jax.random.key(0), 50, jnp.array([-1.0, 1.0, 1.2]), progress_bar=False)
+    >>> result.params["logits"].shape
+    (3,)
+
+  References:
+    Schulman, Heess, Weber & Abbeel, *Gradient Estimation Using Stochastic Computation
+    Graphs*, NeurIPS 2015. Kool, van Hoof & Welling, *Buy 4 REINFORCE samples, get a
+    baseline for free!*, 2019. Yin & Zhou, *ARM*, ICLR 2019. Dong, Mnih & Tucker,
+    *DisARM*, NeurIPS 2020. Bengio, Léonard & Courville, 2013 (straight-through). Mnih &
+    Rezende, *Variational Inference for Monte Carlo Objectives*, ICML 2016.
+  """
+
+  can_infer_discrete = True
+
+  def __init__(
+    self,
+    num_particles: int = 2,
+    estimators: Mapping[str, str] | None = None,
+    default: str | None = None,
+    *,
+    temperature: float = 1.0,
+    vectorize_particles: bool | Callable[..., Any] = True,
+  ):
+    if isinstance(num_particles, bool) or not isinstance(num_particles, int) or num_particles < 1:
+      raise ValueError(f"num_particles must be a positive integer, got {num_particles!r}.")
+    super().__init__(num_particles=num_particles, vectorize_particles=vectorize_particles)
+    estimators = dict(estimators or {})
+    for key in estimators:
+      if not isinstance(key, str):
+        raise TypeError(
+          f"estimators keys must be site names or distribution class names (str), got {key!r}."
+        )
+    self.estimators = {
+      k: _check_estimator_name(v, f"estimators[{k!r}]") for k, v in estimators.items()
+    }
+    self.default = None if default is None else _check_estimator_name(default, "default")
+    check_temperature(temperature)
+    self.temperature = temperature
+
+  # ------------------------------------------------------------------------------------
+  # Choosing and checking a site's estimator.
+  # ------------------------------------------------------------------------------------
+
+  def choose(self, name: str, fn: Any) -> SiteEstimator:
+    """The estimator of the latent site ``name`` with distribution ``fn``, checked."""
+    where = f"site {name!r}"
+    if name in self.estimators:
+      est = self.estimators[name]
+      where += f" (estimators[{name!r}])"
+    else:
+      cls = next((c for c in _class_names(fn) if c in self.estimators), None)
+      if cls is not None:
+        est = self.estimators[cls]
+        where += f" (estimators[{cls!r}])"
+      elif self.default is not None:
+        est = self.default
+      else:
+        est = SITE_ESTIMATORS["pathwise" if fn.has_rsample else "reinforce_loo"]
+    self._check_fits(est, fn, where)
+    return est
+
+  def _check_fits(self, est: SiteEstimator, fn: Any, where: str) -> None:
+    dist_name = type(_base(fn)).__name__
+    if "reparameterized" in est.families and not fn.has_rsample:
+      raise TypeError(
+        f"{where}: {est.name!r} needs a reparameterizable distribution (has_rsample), got "
+        f"{dist_name}; use 'reinforce_loo', 'score_function' or 'vimco' (or 'disarm' / "
+        "'arm' / 'straight_through' for a Bernoulli)."
+      )
+    fam = _family(fn) if ("bernoulli" in est.families or "categorical" in est.families) else ""
+    if fam and fam not in est.families:
+      raise TypeError(
+        f"{where}: {est.name!r} is defined for {' / '.join(est.families)} distributions, "
+        f"got {dist_name}; use 'reinforce_loo' or 'score_function'"
+        + (" (or 'pathwise' where has_rsample)." if fn.has_rsample else ".")
+      )
+    if self.num_particles < est.min_particles:
+      raise ValueError(
+        f"{where}: {est.name!r} needs num_particles >= {est.min_particles} (its leave-one-out "
+        f"baseline compares particles), got {self.num_particles}; raise num_particles or "
+        "use 'score_function'."
+      )
+
+  def _check_plan(self, plan: Mapping[str, SiteEstimator], guide_tr: Mapping) -> None:
+    matched = set(plan)
+    for site in guide_tr.values():
+      if site["type"] == "sample" and not site["is_observed"]:
+        matched.update(_class_names(site["fn"]))
+    unmatched = sorted(set(self.estimators) - matched)
+    if unmatched:
+      raise ValueError(
+        f"estimators keys {unmatched} match no latent site of the guide (its sites are "
+        f"{sorted(plan)}) and no class of their distributions; check the spelling."
+      )
+    kinds = {est.kind for est in plan.values()}
+    if MULTI_SAMPLE in kinds and kinds & {SCORE, ANTITHETIC}:
+      others = sorted(n for n, e in plan.items() if e.kind in (SCORE, ANTITHETIC))
+      raise ValueError(
+        f"'vimco' optimizes the multi-sample bound and cannot be combined with the ELBO "
+        f"estimators of sites {others}; use 'vimco' for every non-reparameterized site, or "
+        "none."
+      )
+
+  # ------------------------------------------------------------------------------------
+  # The loss.
+  # ------------------------------------------------------------------------------------
+
+  def _run(self, keys, param_map, model, guide, args, kwargs, flip=None):
+    model_key, guide_key = keys
+    guide = _Intervene(
+      seed(substitute(guide, data=param_map), guide_key), self.choose, flip, self.temperature
+    )
+    guide_tr = trace(guide).get_trace(*args, **kwargs)
+    model = seed(substitute(model, data=param_map), model_key)
+    model_tr = trace(replay(model, guide_tr)).get_trace(*args, **kwargs)
+    return model_tr, guide_tr
+
+  def loss_with_mutable_state(self, rng_key, param_map, model, guide, *args, **kwargs):
+    """The surrogate loss (value: the negative ELBO estimate) and no mutable state.
+
+    Args:
+      rng_key: a PRNG key.
+      param_map: the parameters, by site name (constrained values).
+      model: the NumPyro model.
+      guide: the NumPyro guide.
+      *args: the model's and guide's positional arguments.
+      **kwargs: their keyword arguments.
+
+    Returns:
+      ``{"loss": scalar, "mutable_state": None}``.
+    """
+    model_deps, guide_deps = get_nonreparam_deps(model, guide, args, kwargs, param_map)
+    tracked = set().union(*model_deps.values(), *guide_deps.values())
+    plan: dict[str, SiteEstimator] = {}
+
+    def downstream(model_tr, guide_tr, lp_model, lp_guide, name):
+      def depends(deps, site):
+        return name not in tracked or name in deps.get(site, ())
+
+      cost = MultiFrameTensor()
+      for site, lp in lp_model.items():
+        if depends(model_deps, site):
+          cost.add((model_tr[site]["cond_indep_stack"], lp))
+      for site, lp in lp_guide.items():
+        if depends(guide_deps, site):
+          cost.add((guide_tr[site]["cond_indep_stack"], -lp))
+      return jax.lax.stop_gradient(cost.sum_to(guide_tr[name]["cond_indep_stack"]))
+
+    def particle(key):
+      keys = tuple(jax.random.split(key))
+      model_tr, guide_tr = self._run(keys, param_map, model, guide, args, kwargs)
+      check_model_guide_match(model_tr, guide_tr)
+      for name, site in guide_tr.items():
+        if site["type"] == "sample" and not site["is_observed"]:
+          plan[name] = self.choose(name, site["fn"])
+      self._check_plan(plan, guide_tr)
+      lp_model, lp_guide = _log_probs(model_tr), _log_probs(guide_tr)
+      log_p = sum((jnp.sum(lp) for lp in lp_model.values()), start=jnp.zeros(()))
+      log_q = sum((jnp.sum(lp) for lp in lp_guide.values()), start=jnp.zeros(()))
+      log_q_cut = sum(
+        (
+          jnp.sum(lp if plan[n].kind in (PATHWISE, RELAXED) else jax.lax.stop_gradient(lp))
+          for n, lp in lp_guide.items()
+        ),
+        start=jnp.zeros(()),
+      )
+      out = {"elbo": log_p - log_q_cut, "log_weight": log_p - log_q, "sites": {}}
+      vimco_log_q = jnp.zeros(())
+      for name, est in plan.items():
+        site = guide_tr[name]
+        if est.kind == MULTI_SAMPLE:
+          vimco_log_q = vimco_log_q + jnp.sum(site["fn"].log_prob(site["value"]))
+        elif est.kind == SCORE:
+          log_q_site = site["fn"].log_prob(site["value"])  # not scaled: see the docstring
+          cost = downstream(model_tr, guide_tr, lp_model, lp_guide, name)
+          out["sites"][name] = (jnp.broadcast_to(cost, log_q_site.shape), log_q_site)
+        elif est.kind == ANTITHETIC:
+          out["sites"][name] = self._antithetic(
+            est, name, site, keys, param_map, model, guide, args, kwargs, downstream,
+            downstream(model_tr, guide_tr, lp_model, lp_guide, name),
+          )  # fmt: skip
+      out["vimco_log_q"] = vimco_log_q
+      return out
+
+    keys = jax.random.split(rng_key, self.num_particles)
+    out = self.vectorize_particles_fn(particle, keys)
+    if any(est.kind == MULTI_SAMPLE for est in plan.values()):
+      bound = vimco_surrogate(out["log_weight"], out["vimco_log_q"])
+      return {"loss": -bound, "mutable_state": None}
+    elbo = jnp.mean(out["elbo"])
+    for name, (a, b) in out["sites"].items():
+      est = plan[name]
+      if est.kind == SCORE:
+        surrogate = score_function_surrogate(a, b, est.options["baseline"])
+        elbo = elbo + jnp.sum(surrogate - a) / self.num_particles
+      else:  # antithetic: a is the logits' gradient estimate, b the logits
+        elbo = elbo + jnp.sum(a * (b - jax.lax.stop_gradient(b))) / self.num_particles
+    return {"loss": -elbo, "mutable_state": None}
+
+  def _antithetic(
+    self, est, name, site, keys, param_map, model, guide, args, kwargs, downstream, cost
+  ):
+    """``(gradient estimate w.r.t. the logits, logits)`` of an ARM / DisARM site."""
+    model_tr, guide_tr = self._run(keys, param_map, model, guide, args, kwargs, flip=name)
+    cost_tilde = downstream(model_tr, guide_tr, _log_probs(model_tr), _log_probs(guide_tr), name)
+    fam, logits = _logits(site["fn"])
+    noise, _ = perturb(fam, site["kwargs"]["rng_key"], jax.lax.stop_gradient(logits))
+    batch = logits.shape[: logits.ndim - len(site["fn"].event_shape)]
+    diff = jnp.broadcast_to(cost - cost_tilde, batch)
+    diff = diff.reshape(batch + (1,) * len(site["fn"].event_shape))
+    fixed = jax.lax.stop_gradient(logits)
+    if est.name == "disarm":
+      b, b_tilde = fam.hard(fixed + noise), fam.hard(fixed - noise)
+      grad = 0.5 * diff * (b - b_tilde) * jax.nn.sigmoid(jnp.abs(fixed))
+    else:  # arm
+      grad = diff * (jax.nn.sigmoid(noise) - 0.5)
+    return jax.lax.stop_gradient(grad), logits
+
+  def loss(self, rng_key, param_map, model, guide, *args, **kwargs):
+    """The surrogate loss; see :meth:`loss_with_mutable_state`."""
+    return self.loss_with_mutable_state(rng_key, param_map, model, guide, *args, **kwargs)["loss"]
