@@ -428,6 +428,25 @@ def exact_grad(
 # --------------------------------------------------------------------------------------
 
 
+def antithetic_logit_grad(
+  logits: Array, noise: Array, difference: Array, *, integrated: bool
+) -> Array:
+  r"""ARM's or DisARM's estimate of the gradient with respect to Bernoulli logits.
+
+  From one antithetic pair :math:`b = \mathbb 1[\ell + \epsilon > 0]`,
+  :math:`\tilde b = \mathbb 1[\ell - \epsilon > 0]` (:math:`\epsilon` logistic noise)
+  and ``difference`` :math:`= f(b) - f(\tilde b)` broadcast to the logits' shape:
+  :math:`(f(b) - f(\tilde b))(\sigma(\epsilon) - \frac12)` (ARM) or, with the
+  augmentation integrated out, :math:`\frac12 (f(b) - f(\tilde b))(b - \tilde b)
+  \sigma(|\ell|)` (DisARM, ``integrated=True``). Shared by :func:`arm_grad`,
+  :func:`disarm_grad` and the per-site estimators of :mod:`gradest.numpyro`.
+  """
+  if integrated:
+    b, b_tilde = BERNOULLI.hard(logits + noise), BERNOULLI.hard(logits - noise)
+    return 0.5 * difference * (b - b_tilde) * jax.nn.sigmoid(jnp.abs(logits))
+  return difference * (jax.nn.sigmoid(noise) - 0.5)
+
+
 def _antithetic_terms(fam, logits, f, key, n, sharding, *, integrated: bool) -> Terms:
   keys = sample_keys(key, n // 2, sharding)
   noise = jax.vmap(lambda k: perturb(fam, k, logits)[0])(keys)
@@ -435,11 +454,8 @@ def _antithetic_terms(fam, logits, f, key, n, sharding, *, integrated: bool) -> 
   b_tilde = BERNOULLI.hard(logits - noise)
   values = jax.vmap(f)(jnp.concatenate([b, b_tilde]))
   fb, fbt = jnp.split(jax.lax.stop_gradient(values), 2)
-  if integrated:  # DisARM
-    weight = broadcast_rows(0.5 * (fb - fbt), logits)
-    per_sample = weight * (b - b_tilde) * jax.nn.sigmoid(jnp.abs(logits))
-  else:  # ARM
-    per_sample = broadcast_rows(fb - fbt, logits) * (jax.nn.sigmoid(noise) - 0.5)
+  difference = broadcast_rows(fb - fbt, logits)
+  per_sample = antithetic_logit_grad(logits, noise, difference, integrated=integrated)
   return Terms(per_sample, values)
 
 

@@ -31,7 +31,13 @@ from numpyro.infer.elbo import MultiFrameTensor, get_nonreparam_deps
 from numpyro.primitives import Messenger
 from numpyro.util import check_model_guide_match
 
-from gradest._src.discrete import BERNOULLI, CATEGORICAL, Family, perturb
+from gradest._src.discrete import (
+  BERNOULLI,
+  CATEGORICAL,
+  Family,
+  antithetic_logit_grad,
+  perturb,
+)
 from gradest._src.distributions import Bernoulli, Categorical, as_distribution
 from gradest._src.gumbel import check_temperature, straight_through
 from gradest._src.registry import ESTIMATORS, get_estimator
@@ -494,11 +500,7 @@ class ELBO(NumPyroELBO):
     diff = jnp.broadcast_to(cost - cost_tilde, batch)
     diff = diff.reshape(batch + (1,) * len(site["fn"].event_shape))
     fixed = jax.lax.stop_gradient(logits)
-    if est.name == "disarm":
-      b, b_tilde = fam.hard(fixed + noise), fam.hard(fixed - noise)
-      grad = 0.5 * diff * (b - b_tilde) * jax.nn.sigmoid(jnp.abs(fixed))
-    else:  # arm
-      grad = diff * (jax.nn.sigmoid(noise) - 0.5)
+    grad = antithetic_logit_grad(fixed, noise, diff, integrated=est.name == "disarm")
     return jax.lax.stop_gradient(grad), logits
 
   def loss(self, rng_key, param_map, model, guide, *args, **kwargs):
