@@ -864,7 +864,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     nargs=4,
     default=None,
     metavar=("LOGREG", "MLP", "AE", "AE_LARGE"),
-    help="training steps per problem (100 200 200 200)",
+    help="training steps per problem (100 200 200 100)",
   )
   parser.add_argument(
     "--examples",
@@ -924,7 +924,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.cost_batch = 64 if q else 1024
   if args.cost_repeats is None:
     args.cost_repeats = 3 if q else 30
-  steps = args.steps or ([10, 10, 10, 10] if q else [100, 200, 200, 200])
+  steps = args.steps or ([10, 10, 10, 10] if q else [100, 200, 200, 100])
   if args.problems is None:
     args.problems = ["logreg", "autoencoder"] if q else list(PROBLEMS)
   if args.examples is None:
