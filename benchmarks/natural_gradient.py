@@ -816,10 +816,16 @@ def plot_convergence(rows, path):
       )
       top.plot(steps, losses, **style)
       bottom.plot(seconds[1:], losses[1:], **style)
+    start = max(
+      (r["losses"][0] for r in rows if r["problem"] == problem and r["losses"]), default=1
+    )
     for ax in (top, bottom):
       ax.axhline(TARGETS[problem], color="k", ls=":", lw=0.8)
       ax.set_xscale("log")
       ax.set_yscale("log")
+      low, high = ax.get_ylim()
+      if np.isfinite(start) and high > 3 * start:  # a diverged run: clip it
+        ax.set_ylim(low, 3 * start)
       ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
       low, high = ax.get_ylim()
       if high < 30 * low:  # less than a decade and a half: label the minor ticks too
