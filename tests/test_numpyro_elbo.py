@@ -466,3 +466,35 @@ def test_vimco_mixed_with_elbo_estimators():
 def test_bad_temperature():
   with pytest.raises(ValueError, match="temperature"):
     ELBO(4, {"z": "straight_through"}, temperature=0.0)
+
+
+def test_score_function_is_unbiased_at_logits_exactly_zero():
+  # NumPyro's Bernoulli log_prob has a wrong gradient at logits 0 (the kinks of |l| and
+  # max(l, 0)); the ELBO differentiates gradest's x l - softplus(l) instead.
+  x = jnp.array([-1.0, 1.0, 1.2])
+
+  def model():
+    with numpyro.plate("data", 3):
+      z = numpyro.sample("z", dist.Bernoulli(logits=0.0))
+      numpyro.sample("x", dist.Normal(2.0 * z - 1.0, 1.0), obs=x)
+
+  def guide():
+    logits = numpyro.param("logits", jnp.zeros(3))
+    with numpyro.plate("data", 3):
+      numpyro.sample("z", dist.Bernoulli(logits=logits))
+
+  def exact_elbo(logits):
+    q1 = jax.nn.sigmoid(logits)
+    lik = lambda z: jax.scipy.stats.norm.logpdf(x, 2.0 * z - 1.0)  # noqa: E731
+    log_q = lambda z: z * jax.nn.log_sigmoid(logits) + (1 - z) * jax.nn.log_sigmoid(-logits)  # noqa: E731
+    term = lambda z: lik(z) + jnp.log(0.5) - log_q(z)  # noqa: E731
+    return jnp.sum(q1 * term(1.0) + (1 - q1) * term(0.0))
+
+  exact = -jax.grad(exact_elbo)(jnp.zeros(3))
+  loss = ELBO(num_particles=2, estimators={"z": "score_function"})
+  params = {"logits": jnp.zeros(3)}
+  grads = jax.jit(
+    jax.vmap(lambda k: jax.grad(lambda p: loss.loss(k, p, model, guide))(params)["logits"])
+  )(jax.random.split(jax.random.key(0), 4000))
+  mean, se = grads.mean(0), grads.std(0) / np.sqrt(grads.shape[0])
+  assert np.all(np.abs(mean - exact) < 5 * se), (mean, exact, se)

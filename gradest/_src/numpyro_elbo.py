@@ -159,12 +159,38 @@ def _sample_dtype(fn: Any, key: Array) -> Any:
   return jax.eval_shape(lambda k: fn.sample(k), key).dtype
 
 
+def _bernoulli_log_prob(fn: Any, value: Array, lp: Array) -> Array:
+  """``lp`` with the gradient in the logits of gradest's ``x l - softplus(l)``.
+
+  NumPyro's Bernoulli ``log_prob`` is right in value but its gradient at logits exactly 0
+  is off by 1/2 (the kinks of ``|l|`` and ``max(l, 0)``), which biases every score
+  function at the usual zero initialization. Only plain, expanded and independent
+  Bernoulli sites are rewritten; anything else keeps NumPyro's ``log_prob``.
+  """
+  d = fn
+  while type(d).__name__ in ("ExpandedDistribution", "Independent"):
+    d = d.base_dist
+  if not type(d).__name__.startswith("Bernoulli") or _family(fn) != "bernoulli":
+    return lp
+  _, logits = _logits(fn)
+  elementwise = Bernoulli(logits).log_prob(value.astype(logits.dtype))
+  axes = tuple(range(elementwise.ndim - len(fn.event_shape), elementwise.ndim))
+  stable = jnp.sum(elementwise, axis=axes) if axes else elementwise
+  return jax.lax.stop_gradient(lp) + stable - jax.lax.stop_gradient(stable)
+
+
+def _site_log_prob(site: Mapping[str, Any]) -> Array:
+  """A sample site's ``log_prob`` (event-summed, batch-shaped), without its plate scale."""
+  lp = site["fn"].log_prob(site["value"])
+  return _bernoulli_log_prob(site["fn"], site["value"], lp)
+
+
 def _log_probs(tr: Mapping[str, Any]) -> dict[str, Array]:
   """Each sample site's ``log_prob`` (event-summed, batch-shaped) times its plate scale."""
   out = {}
   for name, site in tr.items():
     if site["type"] == "sample":
-      lp = site["fn"].log_prob(site["value"])
+      lp = _site_log_prob(site)
       if site["scale"] is not None:
         lp = site["scale"] * lp
       out[name] = lp
@@ -460,9 +486,9 @@ class ELBO(NumPyroELBO):
       for name, est in plan.items():
         site = guide_tr[name]
         if est.kind == MULTI_SAMPLE:
-          vimco_log_q = vimco_log_q + jnp.sum(site["fn"].log_prob(site["value"]))
+          vimco_log_q = vimco_log_q + jnp.sum(_site_log_prob(site))
         elif est.kind == SCORE:
-          log_q_site = site["fn"].log_prob(site["value"])  # not scaled: see the docstring
+          log_q_site = _site_log_prob(site)  # not scaled: see the docstring
           cost = downstream(model_tr, guide_tr, lp_model, lp_guide, name)
           out["sites"][name] = (jnp.broadcast_to(cost, log_q_site.shape), log_q_site)
         elif est.kind == ANTITHETIC:
