@@ -139,10 +139,19 @@ def _dense_init(rng, fan_in, fan_out):
   return (rng.normal(size=(fan_in, fan_out)) / math.sqrt(fan_in)).astype(np.float32)
 
 
+def _logit_init(rng, *shape):
+  """Logits near 0 but not 0: ``jax.grad`` of NumPyro's ``Bernoulli(logits=l).log_prob(z)``
+  is ``z`` instead of ``z - 1/2`` at ``l == 0`` exactly (the kinks of ``|l|`` and
+  ``max(l, 0)`` in its log-probability), which would bias every score-function estimate
+  at the initial parameters."""
+  return (0.01 * rng.normal(size=shape)).astype(np.float32)
+
+
 def make_gmm(num_points: int, seed: int) -> Problem:
   rng = np.random.default_rng(seed)
   labels = rng.random(num_points) < 0.5
   x = (np.where(labels, 1.5, -1.5) + rng.normal(size=num_points)).astype(np.float32)
+  logits_init = _logit_init(rng, num_points)
 
   def model(x, n):
     mu = numpyro.sample("mu", dist.Normal(0.0, 3.0).expand([2]).to_event(1))
@@ -164,7 +173,7 @@ def make_gmm(num_points: int, seed: int) -> Problem:
 
   def guide(x, n):
     guide_mu()
-    logits = numpyro.param("l", jnp.zeros(x.shape[0]))
+    logits = numpyro.param("l", logits_init)
     with numpyro.plate("data", n, subsample_size=x.shape[0]):
       numpyro.sample("z", dist.Bernoulli(logits=logits))
 
@@ -194,7 +203,7 @@ def _mlp_params(prefix, rng, sizes):
     f"{prefix}_w1": _dense_init(rng, d_in, hidden),
     f"{prefix}_b1": np.zeros(hidden, np.float32),
     f"{prefix}_w2": _dense_init(rng, hidden, d_out),
-    f"{prefix}_b2": np.zeros(d_out, np.float32),
+    f"{prefix}_b2": _logit_init(rng, d_out),
   }
   return init, lambda: [numpyro.param(k, v) for k, v in init.items()]
 
@@ -204,9 +213,10 @@ def make_vae(train, test, latents, hidden, batch_size, seed) -> Problem:
   pixels = train.shape[1]
   enc_init, encoder = _mlp_params("enc", rng, (pixels, hidden, latents))
   _, decoder = _mlp_params("dec", rng, (latents, hidden, pixels))
+  prior_init = _logit_init(rng, latents)
 
   def model(x, n):
-    prior = numpyro.param("prior_logits", jnp.zeros(latents))
+    prior = numpyro.param("prior_logits", prior_init)
     dec = decoder()
     with numpyro.plate("data", n, subsample_size=x.shape[0]):
       z = numpyro.sample("z", dist.Bernoulli(logits=prior).to_event(1))
@@ -245,16 +255,16 @@ def make_sbn(train, test, latents, batch_size, seed, max_states=2**14) -> Proble
   pixels = train.shape[1]
   gen_init = {
     "W1": _dense_init(rng, h1, pixels),
-    "c1": np.zeros(pixels, np.float32),
+    "c1": _logit_init(rng, pixels),
     "W2": _dense_init(rng, h2, h1),
-    "c2": np.zeros(h1, np.float32),
-    "p2": np.zeros(h2, np.float32),
+    "c2": _logit_init(rng, h1),
+    "p2": _logit_init(rng, h2),
   }
   rec_init = {
     "A": _dense_init(rng, pixels, h1),
-    "a": np.zeros(h1, np.float32),
+    "a": _logit_init(rng, h1),
     "B": _dense_init(rng, h1, h2),
-    "e": np.zeros(h2, np.float32),
+    "e": _logit_init(rng, h2),
   }
 
   def generative():
@@ -710,10 +720,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   )  # fmt: skip
   parser.add_argument("--no-exact", action="store_true", help="leave the marginalized row out")
   parser.add_argument("--particles", type=int, default=None, help="K for every estimator (4)")
-  parser.add_argument("--repeats", type=int, default=None, help="gradients per variance (200)")
-  parser.add_argument("--steps", type=int, default=None, help="SVI steps (300)")
-  parser.add_argument("--eval-every", type=int, default=None, help="steps between ELBOs (25)")
-  parser.add_argument("--eval-particles", type=int, default=None, help="ELBO particles (200)")
+  parser.add_argument("--repeats", type=int, default=None, help="gradients per variance (100)")
+  parser.add_argument("--steps", type=int, default=None, help="SVI steps (200)")
+  parser.add_argument("--eval-every", type=int, default=None, help="steps between ELBOs (20)")
+  parser.add_argument("--eval-particles", type=int, default=None, help="ELBO particles (100)")
   parser.add_argument("--lr", type=float, default=0.02, help="Adam step size")
   parser.add_argument("--gmm-points", type=int, default=None, help="mixture data points (200)")
   parser.add_argument("--vae-latents", type=int, default=None, help="VAE Bernoulli latents (16)")
@@ -736,10 +746,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.estimators = [REFERENCE, "disarm"]
   defaults = {  # (quick, full)
     "particles": (2, 4),
-    "repeats": (16, 200),
-    "steps": (6, 300),
-    "eval_every": (3, 25),
-    "eval_particles": (8, 200),
+    "repeats": (16, 100),
+    "steps": (6, 200),
+    "eval_every": (3, 20),
+    "eval_particles": (8, 100),
     "gmm_points": (20, 200),
     "vae_latents": (4, 16),
     "vae_hidden": (8, 64),
