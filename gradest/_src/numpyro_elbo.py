@@ -173,7 +173,7 @@ def _bernoulli_log_prob(fn: Any, value: Array, lp: Array) -> Array:
   if not type(d).__name__.startswith("Bernoulli") or _family(fn) != "bernoulli":
     return lp
   _, logits = _logits(fn)
-  elementwise = Bernoulli(logits).log_prob(value.astype(logits.dtype))
+  elementwise = value.astype(logits.dtype) * logits - jax.nn.softplus(logits)
   axes = tuple(range(elementwise.ndim - len(fn.event_shape), elementwise.ndim))
   stable = jnp.sum(elementwise, axis=axes) if axes else elementwise
   return jax.lax.stop_gradient(lp) + stable - jax.lax.stop_gradient(stable)
