@@ -498,3 +498,26 @@ def test_score_function_is_unbiased_at_logits_exactly_zero():
   )(jax.random.split(jax.random.key(0), 4000))
   mean, se = grads.mean(0), grads.std(0) / np.sqrt(grads.shape[0])
   assert np.all(np.abs(mean - exact) < 5 * se), (mean, exact, se)
+
+
+def test_bernoulli_sites_with_infinite_logits_keep_a_finite_loss():
+  # A guide certain of z (logits +-inf, NumPyro's validation off): the loss stays NumPyro's
+  # finite value (the stable log-probability is used only where all logits are finite).
+  x = jnp.array([-1.0, 1.0])
+
+  def model():
+    with numpyro.plate("data", 2):
+      z = numpyro.sample("z", dist.Bernoulli(logits=0.0))
+      numpyro.sample("x", dist.Normal(2.0 * z - 1.0, 1.0), obs=x)
+
+  def guide():
+    shift = numpyro.param("shift", 0.0)
+    with numpyro.plate("data", 2):
+      logits = jnp.array([-jnp.inf, jnp.inf])
+      numpyro.sample("z", dist.Bernoulli(logits=logits + shift, validate_args=False))
+
+  params = {"shift": jnp.asarray(0.0)}
+  ours = ELBO(num_particles=2).loss(jax.random.key(0), params, model, guide)
+  theirs = TraceGraph_ELBO(num_particles=2).loss(jax.random.key(0), params, model, guide)
+  assert np.isfinite(ours)
+  np.testing.assert_allclose(ours, theirs, rtol=1e-6)

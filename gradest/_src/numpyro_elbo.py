@@ -162,21 +162,25 @@ def _sample_dtype(fn: Any, key: Array) -> Any:
 def _bernoulli_log_prob(fn: Any, value: Array, lp: Array) -> Array:
   """``lp`` with the gradient in the logits of gradest's ``x l - softplus(l)``.
 
-  NumPyro's Bernoulli ``log_prob`` is right in value but its gradient at logits exactly 0
-  is off by 1/2 (the kinks of ``|l|`` and ``max(l, 0)``), which biases every score
-  function at the usual zero initialization. Only plain, expanded and independent
-  Bernoulli sites are rewritten; anything else keeps NumPyro's ``log_prob``.
+  NumPyro's ``BernoulliLogits.log_prob`` is right in value but its gradient at logits
+  exactly 0 is off by 1/2 (the kinks of ``|l|`` and ``max(l, 0)``), which biases every
+  score function at the usual zero initialization. Only plain, expanded and independent
+  ``BernoulliLogits`` sites are rewritten (``BernoulliProbs`` has no kink); the value
+  stays NumPyro's, and a site with an infinite logit keeps NumPyro's gradient.
   """
   d = fn
   while type(d).__name__ in ("ExpandedDistribution", "Independent"):
     d = d.base_dist
-  if not type(d).__name__.startswith("Bernoulli") or _family(fn) != "bernoulli":
+  if type(d).__name__ != "BernoulliLogits":
     return lp
   _, logits = _logits(fn)
-  elementwise = value.astype(logits.dtype) * logits - jax.nn.softplus(logits)
-  axes = tuple(range(elementwise.ndim - len(fn.event_shape), elementwise.ndim))
-  stable = jnp.sum(elementwise, axis=axes) if axes else elementwise
-  return jax.lax.stop_gradient(lp) + stable - jax.lax.stop_gradient(stable)
+  finite = jnp.isfinite(logits)
+  safe = jnp.where(finite, logits, 0.0)
+  elementwise = value.astype(safe.dtype) * safe - jax.nn.softplus(safe)
+  correction = jnp.where(finite, elementwise - jax.lax.stop_gradient(elementwise), 0.0)
+  axes = tuple(range(correction.ndim - len(fn.event_shape), correction.ndim))
+  stable = jax.lax.stop_gradient(lp) + (jnp.sum(correction, axis=axes) if axes else correction)
+  return jnp.where(jnp.all(finite), stable, lp)
 
 
 def _site_log_prob(site: Mapping[str, Any]) -> Array:
