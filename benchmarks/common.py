@@ -22,6 +22,7 @@ the work.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import math
@@ -40,6 +41,8 @@ __all__ = [
   "Stopwatch",
   "Timing",
   "compile_ahead",
+  "integer",
+  "integer_list",
   "pyplot",
   "time_call",
   "time_interleaved",
@@ -283,3 +286,37 @@ def pyplot():
   import matplotlib.pyplot as plt
 
   return plt
+
+
+# --------------------------------------------------------------------------------------
+# Command-line values.
+# --------------------------------------------------------------------------------------
+
+
+def integer(text: str) -> int:
+  """An integer command-line value in any usual notation: ``1000000``, ``1_000_000``, ``1e6``.
+
+  Every benchmark's count and size flags use it, so they all accept the same notation.
+
+  Raises:
+    argparse.ArgumentTypeError: not a number, or not a whole one (``1.5``, ``1e-3``).
+  """
+  cleaned = str(text).strip().replace("_", "")
+  try:
+    return int(cleaned)
+  except ValueError:
+    pass
+  try:
+    value = float(cleaned)
+  except ValueError:
+    raise argparse.ArgumentTypeError(
+      f"{text!r} is not a number; write e.g. 1000000, 1_000_000 or 1e6"
+    ) from None
+  if not math.isfinite(value) or value != int(value):
+    raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
+  return int(value)
+
+
+def integer_list(text: str) -> tuple[int, ...]:
+  """Comma-separated :func:`integer` values: ``1e4,1e5,1e6``."""
+  return tuple(integer(part) for part in str(text).split(","))

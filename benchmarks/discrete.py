@@ -64,7 +64,7 @@ import optax
 from tqdm import tqdm
 
 import gradest
-from benchmarks.common import Stopwatch, pyplot, write_csv, write_json
+from benchmarks.common import Stopwatch, integer, pyplot, write_csv, write_json
 from benchmarks.datasets import load_binarized_digits
 from gradest.distributions import Bernoulli
 from gradest.models import apply_mlp, init_mlp, sbn
@@ -535,28 +535,28 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     prog="python -m benchmarks.discrete",
     description="Bias, variance and training curves of the discrete gradient estimators.",
   )
-  parser.add_argument("--samples", type=int, default=2, help="f evaluations per estimate (2)")
-  parser.add_argument("--repeats", type=int, default=None, help="estimates per theta (2000)")
+  parser.add_argument("--samples", type=integer, default=2, help="f evaluations per estimate (2)")
+  parser.add_argument("--repeats", type=integer, default=None, help="estimates per theta (2000)")
   parser.add_argument("--thetas", type=float, nargs="+", default=None, help="logit grid")
-  parser.add_argument("--cv-steps", type=int, default=None, help="CV tuning steps (300)")
-  parser.add_argument("--toy-steps", type=int, default=None, help="optimization steps (2000)")
+  parser.add_argument("--cv-steps", type=integer, default=None, help="CV tuning steps (300)")
+  parser.add_argument("--toy-steps", type=integer, default=None, help="optimization steps (2000)")
   parser.add_argument("--toy-lr", type=float, default=0.01, help="Adam step size, toy")
   parser.add_argument("--temperature", type=float, default=0.5, help="ST / Gumbel-Rao tau")
-  parser.add_argument("--num-conditional", type=int, default=10, help="Gumbel-Rao K")
-  parser.add_argument("--latents", type=int, default=None, help="SBN latent units (32)")
-  parser.add_argument("--sbn-steps", type=int, default=None, help="SBN training steps (3000)")
-  parser.add_argument("--batch-size", type=int, default=50, help="SBN batch size")
+  parser.add_argument("--num-conditional", type=integer, default=10, help="Gumbel-Rao K")
+  parser.add_argument("--latents", type=integer, default=None, help="SBN latent units (32)")
+  parser.add_argument("--sbn-steps", type=integer, default=None, help="SBN training steps (3000)")
+  parser.add_argument("--batch-size", type=integer, default=50, help="SBN batch size")
   parser.add_argument("--lr", type=float, default=3e-3, help="SBN Adam step size")
-  parser.add_argument("--eval-every", type=int, default=None, help="SBN eval period (250)")
-  parser.add_argument("--eval-size", type=int, default=500, help="train points for the ELBO")
-  parser.add_argument("--var-repeats", type=int, default=None, help="estimates per variance")
-  parser.add_argument("--iw-samples", type=int, default=None, help="test IW bound samples")
+  parser.add_argument("--eval-every", type=integer, default=None, help="SBN eval period (250)")
+  parser.add_argument("--eval-size", type=integer, default=500, help="train points for the ELBO")
+  parser.add_argument("--var-repeats", type=integer, default=None, help="estimates per variance")
+  parser.add_argument("--iw-samples", type=integer, default=None, help="test IW bound samples")
   parser.add_argument(
     "--estimators", nargs="+", default=list(SBN_METHODS), choices=SBN_METHODS, metavar="NAME"
   )
   parser.add_argument("--skip-toy", action="store_true", help="only the SBN part")
   parser.add_argument("--skip-sbn", action="store_true", help="only the toy part")
-  parser.add_argument("--seed", type=int, default=0, help="PRNG seed")
+  parser.add_argument("--seed", type=integer, default=0, help="PRNG seed")
   parser.add_argument("--out", default=os.path.join("bench_out", "discrete"), help="output dir")
   parser.add_argument("--quick", action="store_true", help="tiny settings (for tests)")
   parser.add_argument("--no-plots", action="store_true", help="skip the PNG files")

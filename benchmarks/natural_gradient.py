@@ -108,6 +108,7 @@ import gradest
 from benchmarks.common import (
   Stopwatch,
   compile_ahead,
+  integer,
   pyplot,
   time_call,
   time_interleaved,
@@ -894,18 +895,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   )
   parser.add_argument(
     "--cost-sizes",
-    type=int,
+    type=integer,
     nargs="+",
     default=None,
     help="MLP widths for the cost part (64 512 512 10)",
   )
-  parser.add_argument("--cost-batch", type=int, default=None, help="batch size (1024)")
-  parser.add_argument("--cost-cg", type=int, default=10, help="CG iterations of a step")
-  parser.add_argument("--cost-repeats", type=int, default=None, help="timing repeats (30)")
+  parser.add_argument("--cost-batch", type=integer, default=None, help="batch size (1024)")
+  parser.add_argument("--cost-cg", type=integer, default=10, help="CG iterations of a step")
+  parser.add_argument("--cost-repeats", type=integer, default=None, help="timing repeats (30)")
   parser.add_argument("--min-time", type=float, default=0.05, help="seconds per measurement")
   parser.add_argument(
     "--steps",
-    type=int,
+    type=integer,
     nargs=4,
     default=None,
     metavar=("LOGREG", "MLP", "AE", "AE_LARGE"),
@@ -913,34 +914,37 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   )
   parser.add_argument(
     "--examples",
-    type=int,
+    type=integer,
     default=None,
     help="training examples of digits used (all 1797; 256 with --quick)",
   )
   parser.add_argument(
     "--autoencoder-sizes",
-    type=int,
+    type=integer,
     nargs="+",
     default=None,
     help="autoencoder widths (64 48 32 16 8 16 32 48 64)",
   )
-  parser.add_argument("--grid", type=int, default=3, help="learning rates tried per optimizer")
-  parser.add_argument("--cg-maxiter", type=int, default=10, help="CG iterations, training")
+  parser.add_argument("--grid", type=integer, default=3, help="learning rates tried per optimizer")
+  parser.add_argument("--cg-maxiter", type=integer, default=10, help="CG iterations, training")
   parser.add_argument("--damping", type=float, default=1e-2, help="initial damping (ng_*)")
   parser.add_argument("--kfac-damping", type=float, default=1e-2, help="kfac_gradest damping")
   parser.add_argument("--kfac-momentum", type=float, default=0.9, help="kfac_gradest momentum")
   parser.add_argument(
-    "--kfac-curvature-period", type=int, default=2, help="kfac_gradest: steps per factor update"
+    "--kfac-curvature-period", type=integer, default=2, help="kfac_gradest: steps per factor update"
   )
   parser.add_argument(
-    "--kfac-inverse-period", type=int, default=10, help="kfac_gradest: steps per inverse refresh"
+    "--kfac-inverse-period",
+    type=integer,
+    default=10,
+    help="kfac_gradest: steps per inverse refresh",
   )
   parser.add_argument(
     "--kfac-kl-clip", type=float, default=1e-2, help="kfac_gradest KL clipping (0: none)"
   )
   parser.add_argument(
     "--kfac-adaptive-curvature-period",
-    type=int,
+    type=integer,
     default=1,
     help="steps between factor updates of kfac_gradest_adaptive (1)",
   )
@@ -960,7 +964,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   parser.add_argument("--optimizers", nargs="+", default=list(OPTIMIZERS), choices=OPTIMIZERS)
   parser.add_argument("--skip-cost", action="store_true", help="only the convergence part")
   parser.add_argument("--skip-convergence", action="store_true", help="only the cost part")
-  parser.add_argument("--seed", type=int, default=0, help="PRNG seed")
+  parser.add_argument("--seed", type=integer, default=0, help="PRNG seed")
   parser.add_argument("--out", default=os.path.join("bench_out", "natural_gradient"))
   parser.add_argument("--quick", action="store_true", help="tiny settings (for tests)")
   parser.add_argument(

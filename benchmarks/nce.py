@@ -65,7 +65,16 @@ import jax.numpy as jnp
 import numpy as np
 
 import gradest
-from benchmarks.common import Stopwatch, pyplot, time_call, time_interleaved, write_csv, write_json
+from benchmarks.common import (
+  Stopwatch,
+  integer,
+  integer_list,
+  pyplot,
+  time_call,
+  time_interleaved,
+  write_csv,
+  write_json,
+)
 from gradest.samplers import (
   LogUniformSampler,
   UniformSampler,
@@ -402,32 +411,28 @@ def plot(time_rows, sampler_rows_, path):
   plt.close(fig)
 
 
-def _int_list(text: str) -> tuple[int, ...]:
-  return tuple(int(float(x)) for x in text.split(","))
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("--vocab", type=_int_list, default=(10_000, 100_000, 1_000_000),
+  p.add_argument("--vocab", type=integer_list, default=(10_000, 100_000, 1_000_000),
                  help="vocabulary sizes, comma-separated (default 1e4,1e5,1e6)")
-  p.add_argument("--dim", type=int, default=128)
-  p.add_argument("--batch", type=int, default=1024)
-  p.add_argument("--num-sampled", type=int, default=64)
+  p.add_argument("--dim", type=integer, default=128)
+  p.add_argument("--batch", type=integer, default=1024)
+  p.add_argument("--num-sampled", type=integer, default=64)
   p.add_argument("--losses", nargs="+", choices=LOSSES, default=list(LOSSES))
-  p.add_argument("--sampler-vocab", type=int, default=1_000_000)
-  p.add_argument("--draws", type=_int_list, default=(256, 65_536, 1_048_576),
+  p.add_argument("--sampler-vocab", type=integer, default=1_000_000)
+  p.add_argument("--draws", type=integer_list, default=(256, 65_536, 1_048_576),
                  help="draw counts per call for the sampler benchmark")
   p.add_argument("--categorical-max", type=float, default=2**28,
                  help="largest draws x V for jax.random.categorical (it builds that many "
                  "Gumbel perturbations per call)")
-  p.add_argument("--repeats", type=int, default=7, help="interleaved measurements per function")
+  p.add_argument("--repeats", type=integer, default=7, help="interleaved measurements per function")
   p.add_argument("--min-time", type=float, default=0.05,
                  help="seconds a measurement of the fastest function lasts at least")
   p.add_argument("--budget", type=float, default=60.0,
                  help="seconds of timing per vocabulary size (slow cells repeat less)")
-  p.add_argument("--table-vocab", type=_int_list, default=(100_000, 1_000_000, 10_000_000),
+  p.add_argument("--table-vocab", type=integer_list, default=(100_000, 1_000_000, 10_000_000),
                  help="vocabulary sizes of the alias-table build benchmark")
-  p.add_argument("--table-repeats", type=int, default=3,
+  p.add_argument("--table-repeats", type=integer, default=3,
                  help="warm builds measured after the first, per size and kind of counts")
   p.add_argument("--table-child", nargs=4, help=argparse.SUPPRESS)
   p.add_argument("--parts", nargs="+", choices=("time", "samplers", "tables"),

@@ -92,7 +92,7 @@ import numpyro.distributions as dist
 from numpyro.distributions import constraints
 from numpyro.infer import SVI, Trace_ELBO, TraceGraph_ELBO
 
-from benchmarks.common import Stopwatch, compile_ahead, pyplot, write_csv, write_json
+from benchmarks.common import Stopwatch, compile_ahead, integer, pyplot, write_csv, write_json
 from benchmarks.datasets import load_binarized_digits
 from gradest.numpyro import ELBO
 
@@ -719,22 +719,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     help=f"from {', '.join(ESTIMATORS)} (all)",
   )  # fmt: skip
   parser.add_argument("--no-exact", action="store_true", help="leave the marginalized row out")
-  parser.add_argument("--particles", type=int, default=None, help="K for every estimator (4)")
-  parser.add_argument("--repeats", type=int, default=None, help="gradients per variance (100)")
-  parser.add_argument("--steps", type=int, default=None, help="SVI steps (200)")
-  parser.add_argument("--eval-every", type=int, default=None, help="steps between ELBOs (20)")
-  parser.add_argument("--eval-particles", type=int, default=None, help="ELBO particles (100)")
+  parser.add_argument("--particles", type=integer, default=None, help="K for every estimator (4)")
+  parser.add_argument("--repeats", type=integer, default=None, help="gradients per variance (100)")
+  parser.add_argument("--steps", type=integer, default=None, help="SVI steps (200)")
+  parser.add_argument("--eval-every", type=integer, default=None, help="steps between ELBOs (20)")
+  parser.add_argument("--eval-particles", type=integer, default=None, help="ELBO particles (100)")
   parser.add_argument("--lr", type=float, default=0.02, help="Adam step size")
-  parser.add_argument("--gmm-points", type=int, default=None, help="mixture data points (200)")
-  parser.add_argument("--vae-latents", type=int, default=None, help="VAE Bernoulli latents (16)")
-  parser.add_argument("--vae-hidden", type=int, default=None, help="MLP hidden units (64)")
+  parser.add_argument("--gmm-points", type=integer, default=None, help="mixture data points (200)")
   parser.add_argument(
-    "--sbn-latents", type=int, nargs=2, default=None, metavar=("H1", "H2"), help="(8 4)"
+    "--vae-latents", type=integer, default=None, help="VAE Bernoulli latents (16)"
   )
-  parser.add_argument("--batch-size", type=int, default=None, help="digits per step (100)")
-  parser.add_argument("--train-size", type=int, default=None, help="training digits (1438)")
-  parser.add_argument("--test-size", type=int, default=None, help="test digits (359)")
-  parser.add_argument("--seed", type=int, default=0, help="PRNG seed")
+  parser.add_argument("--vae-hidden", type=integer, default=None, help="MLP hidden units (64)")
+  parser.add_argument(
+    "--sbn-latents", type=integer, nargs=2, default=None, metavar=("H1", "H2"), help="(8 4)"
+  )
+  parser.add_argument("--batch-size", type=integer, default=None, help="digits per step (100)")
+  parser.add_argument("--train-size", type=integer, default=None, help="training digits (1438)")
+  parser.add_argument("--test-size", type=integer, default=None, help="test digits (359)")
+  parser.add_argument("--seed", type=integer, default=0, help="PRNG seed")
   parser.add_argument("--out", default=os.path.join("bench_out", "numpyro"), help="output dir")
   parser.add_argument("--quick", action="store_true", help="tiny settings (for tests)")
   parser.add_argument("--no-plots", action="store_true", help="skip the PNG files")

@@ -81,7 +81,7 @@ import optax
 from tqdm import tqdm
 
 from benchmarks import skipgram_data as data
-from benchmarks.common import Stopwatch, pyplot, write_csv, write_json
+from benchmarks.common import Stopwatch, integer, pyplot, write_csv, write_json
 from gradest._src.base import check_key, check_positive_int
 from gradest.models import skipgram
 from gradest.samplers import LogUniformSampler, Sampler, UniformSampler, unigram_sampler
@@ -405,27 +405,27 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     prog="python -m benchmarks.skipgram",
     description="Skip-gram with negative sampling on a planted corpus: words/s and quality.",
   )
-  parser.add_argument("--sentences", type=int, default=None, help="sentences (150000)")
-  parser.add_argument("--sentence-length", type=int, default=20, help="words per sentence")
-  parser.add_argument("--topics", type=int, default=None, help="planted topics (50)")
-  parser.add_argument("--roles", type=int, default=None, help="planted roles (4)")
-  parser.add_argument("--words-per-cell", type=int, default=None, help="synonyms (50)")
-  parser.add_argument("--function-words", type=int, default=None, help="function words (100)")
-  parser.add_argument("--dim", type=int, default=None, help="embedding dimension (32)")
-  parser.add_argument("--window", type=int, default=None, help="largest window (5)")
-  parser.add_argument("--negatives", type=int, default=5, help="negatives per pair")
-  parser.add_argument("--batch-size", type=int, default=None, help="pairs per step (1024)")
+  parser.add_argument("--sentences", type=integer, default=None, help="sentences (150000)")
+  parser.add_argument("--sentence-length", type=integer, default=20, help="words per sentence")
+  parser.add_argument("--topics", type=integer, default=None, help="planted topics (50)")
+  parser.add_argument("--roles", type=integer, default=None, help="planted roles (4)")
+  parser.add_argument("--words-per-cell", type=integer, default=None, help="synonyms (50)")
+  parser.add_argument("--function-words", type=integer, default=None, help="function words (100)")
+  parser.add_argument("--dim", type=integer, default=None, help="embedding dimension (32)")
+  parser.add_argument("--window", type=integer, default=None, help="largest window (5)")
+  parser.add_argument("--negatives", type=integer, default=5, help="negatives per pair")
+  parser.add_argument("--batch-size", type=integer, default=None, help="pairs per step (1024)")
   parser.add_argument("--threshold", type=float, default=None, help="subsampling t (1e-3)")
   parser.add_argument("--rule", default="paper", choices=data.SUBSAMPLING_RULES)
   parser.add_argument("--lr", type=float, default=None, help="initial per-pair rate (0.025)")
-  parser.add_argument("--epochs", type=int, default=1, help="passes over the corpus")
-  parser.add_argument("--steps-per-call", type=int, default=None, help="steps per jit call")
-  parser.add_argument("--k", type=int, default=10, help="neighbours for the precisions")
-  parser.add_argument("--analogies", type=int, default=None, help="analogy questions (2000)")
+  parser.add_argument("--epochs", type=integer, default=1, help="passes over the corpus")
+  parser.add_argument("--steps-per-call", type=integer, default=None, help="steps per jit call")
+  parser.add_argument("--k", type=integer, default=10, help="neighbours for the precisions")
+  parser.add_argument("--analogies", type=integer, default=None, help="analogy questions (2000)")
   parser.add_argument(
     "--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS), metavar="NAME"
   )
-  parser.add_argument("--seed", type=int, default=0, help="PRNG seed")
+  parser.add_argument("--seed", type=integer, default=0, help="PRNG seed")
   parser.add_argument("--out", default=os.path.join("bench_out", "skipgram"), help="output dir")
   parser.add_argument("--quick", action="store_true", help="tiny settings (for tests)")
   parser.add_argument("--no-plots", action="store_true", help="skip the PNG file")

@@ -166,6 +166,7 @@ import gradest
 from benchmarks.common import (
   Stopwatch,
   compile_ahead,
+  integer,
   pyplot,
   time_interleaved,
   write_csv,
@@ -1127,7 +1128,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     help="run the costs of these families only: continuous (Normal), discrete (Bernoulli) "
     "or both (default)",
   )
-  p.add_argument("--repeats", type=int, default=None, help="measurements per function (5)")
+  p.add_argument("--repeats", type=integer, default=None, help="measurements per function (5)")
   p.add_argument(
     "--min-time", type=float, default=None, help="seconds per measurement, at least (0.02)"
   )
@@ -1143,7 +1144,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     default="min",
     help="per-call time from the repeats (both are written; default min)",
   )
-  p.add_argument("--seed", type=int, default=0, help="seed of the parameters and the key")
+  p.add_argument("--seed", type=integer, default=0, help="seed of the parameters and the key")
   p.add_argument(
     "--out", default=os.path.join("bench_out", "speed"), help="output folder (bench_out/speed)"
   )

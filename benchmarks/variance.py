@@ -83,7 +83,7 @@ import numpy as np
 from tqdm import tqdm
 
 import gradest
-from benchmarks.common import Stopwatch, pyplot, write_csv, write_json
+from benchmarks.common import Stopwatch, integer, pyplot, write_csv, write_json
 from gradest.distributions import Normal
 
 # --------------------------------------------------------------------------------------
@@ -772,9 +772,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     prog="python -m benchmarks.variance",
     description="Variance of gradest's gradient estimators against quadrature.",
   )
-  parser.add_argument("--samples", type=int, default=None, help="N per estimate (100)")
-  parser.add_argument("--repeats", type=int, default=None, help="repetitions R (1000)")
-  parser.add_argument("--seed", type=int, default=0, help="PRNG seed")
+  parser.add_argument("--samples", type=integer, default=None, help="N per estimate (100)")
+  parser.add_argument("--repeats", type=integer, default=None, help="repetitions R (1000)")
+  parser.add_argument("--seed", type=integer, default=0, help="PRNG seed")
   parser.add_argument("--decay", type=float, default=0.9, help="moving-average decay")
   parser.add_argument("--out", default=os.path.join("bench_out", "variance"), help="output dir")
   parser.add_argument("--quick", action="store_true", help="few k values, N=20, R=400 (for tests)")

@@ -9,6 +9,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from benchmarks import common
 
@@ -83,3 +84,23 @@ def test_writers(tmp_path):
     "x": 0.5,
     "inf": None,
   }
+
+
+def test_integer_flags_accept_the_usual_notations():
+  import argparse
+
+  from benchmarks.common import integer, integer_list
+
+  assert integer("1e6") == integer("1_000_000") == integer("1000000") == 1_000_000
+  assert integer_list("1e4,1e5,2") == (10_000, 100_000, 2)
+  for bad in ("1.5", "1e-3", "inf", "a lot"):
+    with pytest.raises(argparse.ArgumentTypeError):
+      integer(bad)
+
+
+def test_every_benchmark_size_flag_takes_1e6():
+  from benchmarks import nce, skipgram
+
+  assert nce.parse_args(["--sampler-vocab", "1e6"]).sampler_vocab == 1_000_000
+  assert nce.parse_args(["--vocab", "1e4,1e5"]).vocab == (10_000, 100_000)
+  assert skipgram.parse_args(["--sentences", "1.5e5"]).sentences == 150_000
