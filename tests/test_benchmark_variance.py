@@ -55,6 +55,15 @@ def test_every_estimator_problem_and_parameter(quick_run):
   assert {r["exact_grad"] for r in seed_rows} == {20.0}
   table = variance.format_table(rows)
   assert table.count("\n") > len(rows)
+  summary = variance.format_summary(rows).splitlines()
+  groups = {(r["problem"], r["param"]) for r in rows}
+  problems_seen = {r["problem"] for r in rows}
+  # one line per (problem, parameter, estimator), one verdict per problem, head, legend
+  expected_lines = len(groups) * len(variance.ESTIMATORS) + 2 * len(problems_seen) + 2
+  assert len(summary) == expected_lines + len(variance.SUMMARY_LEGEND)
+  assert all(
+    any(line.startswith(f"{p}: lowest variance") for line in summary) for p in problems_seen
+  )
 
 
 def test_means_match_exact_gradients(quick_run):
