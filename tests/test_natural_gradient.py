@@ -555,3 +555,27 @@ def test_bad_update_arguments():
   tr = gradest.scale_by_kl_trust_region(linear, "gaussian")
   with pytest.raises(TypeError, match="needs the current batch"):
     tr.update(g, tr.init(params), params)
+
+
+def test_levenberg_marquardt_rule_in_every_case():
+  # The rule natural_gradient and K-FAC share: (actual, predicted) -> (damping, ratio).
+  from gradest._src.natural_gradient import levenberg_marquardt
+
+  def rule(actual, predicted):
+    lam, ratio = levenberg_marquardt(
+      jnp.float32(1.0), jnp.float32(actual), jnp.float32(predicted), 2.0, 0.1, 10.0
+    )
+    return float(lam), float(ratio)
+
+  assert rule(-0.9, -1.0) == (0.5, pytest.approx(0.9))  # good fit: damping down
+  assert rule(-0.1, -1.0) == (2.0, pytest.approx(0.1))  # poor fit: damping up
+  assert rule(-0.5, -1.0) == (1.0, pytest.approx(0.5))  # in between: kept
+  assert rule(0.3, 1.0) == (2.0, 0.0)  # the model predicts an increase: poor fit
+  assert rule(0.0, 0.0) == (1.0, 0.5)  # nothing predicted (zero gradient): kept
+  lam, ratio = rule(float("nan"), -1.0)  # trial loss not finite: damping up
+  assert lam == 2.0 and ratio == float(np.finfo(np.float32).min)
+  assert rule(-1.0, -1e-30)[0] == 0.5 and rule(5.0, -1.0)[0] == 2.0
+  big, _ = levenberg_marquardt(
+    jnp.float32(8.0), jnp.float32(1.0), jnp.float32(-1.0), 2.0, 0.1, 10.0
+  )
+  assert float(big) == 10.0  # clipped to max_damping
