@@ -120,6 +120,45 @@ def _check_control_variate(cv_fn: Any, cv_params: PyTree, logits: Array) -> None
     )
 
 
+def relax_logit_grad(
+  fam: Family,
+  cv_fn: Callable[[PyTree, Array], Array],
+  cv_params: PyTree,
+  logits: Array,
+  noise: Array,
+  key_c: Array,
+  b: Array,
+  fb: Array,
+) -> Array:
+  r"""One sample's RELAX estimate with respect to the logits (the shared core).
+
+  .. math::
+    \hat g = \big(f(b) - c_\phi(\tilde z)\big)\,\nabla_\ell \log p_\ell(b)
+      + \nabla_\ell \textstyle\sum c_\phi(z) - \nabla_\ell \sum c_\phi(\tilde z),
+
+  with :math:`z = \ell + \text{noise}` and :math:`\tilde z` drawn from ``key_c`` given
+  ``b``, both reparameterized in :math:`\ell`. ``fb`` (the cost at ``b``, not
+  differentiated) and ``cv_fn``'s output are a scalar, or one value per leading entry of
+  the logits (shape ``logits.shape[:m]``): each entry then weights the score of its own
+  variables (Rao-Blackwellization over independent entries, as in a plate). Differentiable
+  in ``cv_params``.
+
+  Returns:
+    An array of the logits' shape.
+  """
+  z_fn = lambda lg: lg + noise  # noqa: E731
+  zt_fn = lambda lg: fam.conditional(key_c, lg, b)  # noqa: E731
+
+  def difference(lg):
+    c_tilde = cv_fn(cv_params, zt_fn(lg))
+    return jnp.sum(cv_fn(cv_params, z_fn(lg)) - c_tilde), c_tilde
+
+  reparam, c_tilde = jax.grad(difference, has_aux=True)(logits)
+  weight = fb - c_tilde
+  weight = jnp.reshape(weight, jnp.shape(weight) + (1,) * (logits.ndim - jnp.ndim(weight)))
+  return weight * fam.score(logits, b) + reparam
+
+
 def _relax_terms(fam: Family, logits, f, key, n, sharding, *, cv_fn, cv_params) -> Terms:
   _check_control_variate(cv_fn, cv_params, logits)
   noise, key_c, b = hard_samples(fam, logits, sample_keys(key, n, sharding))
@@ -127,11 +166,7 @@ def _relax_terms(fam: Family, logits, f, key, n, sharding, *, cv_fn, cv_params) 
   fb = jax.lax.stop_gradient(values)
 
   def one(phi, noise, key_c, b, fb):
-    z_fn = lambda lg: lg + noise  # noqa: E731
-    zt_fn = lambda lg: fam.conditional(key_c, lg, b)  # noqa: E731
-    c_tilde = cv_fn(phi, zt_fn(logits))
-    reparam = jax.grad(lambda lg: cv_fn(phi, z_fn(lg)) - cv_fn(phi, zt_fn(lg)))
-    return (fb - c_tilde) * fam.score(logits, b) + reparam(logits)
+    return relax_logit_grad(fam, cv_fn, phi, logits, noise, key_c, b, fb)
 
   def mean_square(phi):
     g = jax.vmap(one, (None, 0, 0, 0, 0))(phi, noise, key_c, b, fb)
