@@ -68,6 +68,17 @@ def gmm_exact_loss(p, x=X_A):
   return -(loglik + x.shape[0] * math.log(0.5) + entropy_z + prior_mu + entropy_mu)
 
 
+def gmm_mean_signal(p, x=X_A):
+  """The mean over the points of the expected learning signal of site ``z``.
+
+  Point ``i``'s signal is :math:`\\log p(x_i \\mid \\mu, z_i) + \\log p(z_i) - \\log q(z_i)`.
+  """
+  expected = -0.5 * LOG_2PI - 0.5 * ((x[:, None] - p["m"]) ** 2 + p["s"] ** 2)
+  q1 = jax.nn.sigmoid(p["l"])
+  entropy = jax.nn.softplus(p["l"]) - p["l"] * q1
+  return jnp.mean((1 - q1) * expected[:, 0] + q1 * expected[:, 1] + entropy) + math.log(0.5)
+
+
 # ----------------------------------------------------------------------------------------
 # (b) Categorical mixture, three components.
 # ----------------------------------------------------------------------------------------
@@ -192,6 +203,14 @@ GROUPS = {
     "arm": ({"Bernoulli": "arm"}, 4),
     "tracegraph": (None, 4),
   },
+  "gmm_more": {
+    "learned_baseline": ({"z": "learned_baseline"}, 4, {"z.baseline": -3.0}),  # not the mean
+    "learned_baseline_at_mean": ({"z": "learned_baseline"}, 4, "mean"),
+    "sticking_the_landing": ({"mu": "sticking_the_landing"}, 4),
+    "rebar": ({"z": "rebar"}, 4, "init"),
+    "relax": ({"z": "relax"}, 4, "init"),
+    "gumbel_rao": ({"z": "gumbel_rao"}, 4),
+  },
   "gmm_subsampled": {
     "reinforce_loo": ({"z": "reinforce_loo"}, 4),
     "disarm": ({"z": "disarm"}, 4),
@@ -210,24 +229,48 @@ GROUPS = {
     "straight_through": ({"Bernoulli": "straight_through"}, 4),
     "tracegraph": (None, 4),
   },
+  "sbn_more": {
+    "rebar": ({"Bernoulli": "rebar"}, 4, "init"),
+    "relax": ({"z1": "relax", "z2": "rebar"}, 4, "init"),
+    "learned_baseline": ({"Bernoulli": "learned_baseline"}, 4, "init"),
+    "gumbel_rao": ({"Bernoulli": "gumbel_rao"}, 4),
+  },
 }
+
+
+def model_of(group):
+  return group.split("_")[0] if group.startswith(("gmm", "sbn")) else group
+
+
+def estimator_params(elbo, group, extra):
+  """The model's parameters and the estimators' own (``extra``: a dict, "init" or "mean")."""
+  model, guide, args, params, _ = MODELS[model_of(group)]
+  if extra is None:
+    return dict(params)
+  if isinstance(extra, dict):
+    return {**params, **{k: jnp.asarray(v) for k, v in extra.items()}}
+  wrapped = elbo.wrap_guide(guide)
+  tr = numpyro.handlers.trace(numpyro.handlers.seed(wrapped, 0)).get_trace(*args)
+  out = {**params, **{k: s["value"] for k, s in tr.items() if s["type"] == "param" and "." in k}}
+  if extra == "mean":
+    out["z.baseline"] = gmm_mean_signal(params)
+  return out
 
 
 @functools.cache
 def estimates(group):
   """``{config: (loss values, gradients)}``: ``REPS`` independent evaluations (jit, vmap)."""
-  model_name = "gmm" if group == "gmm_subsampled" else group
-  model, guide, args, params, _ = MODELS[model_name]
+  model, guide, args, _, _ = MODELS[model_of(group)]
   if group == "gmm_subsampled":
     args = (X_A, 2)  # plate("data", 4, subsample_size=2)
-  elbos = {
-    name: TraceGraph_ELBO(num_particles=k) if est is None else ELBO(k, est)
-    for name, (est, k) in GROUPS[group].items()
-  }
+  elbos, params = {}, {}
+  for name, (est, k, *extra) in GROUPS[group].items():
+    elbos[name] = TraceGraph_ELBO(num_particles=k) if est is None else ELBO(k, est)
+    params[name] = estimator_params(elbos[name], group, extra[0] if extra else None)
 
   def one(k):
     return {
-      name: jax.value_and_grad(lambda p, e=e: e.loss(k, p, model, guide, *args))(params)
+      name: jax.value_and_grad(lambda p, e=e: e.loss(k, p, model, guide, *args))(params[name])
       for name, e in elbos.items()
     }
 
@@ -237,7 +280,8 @@ def estimates(group):
 
 
 def grads_of(group, config):
-  return estimates(group)[config][1]
+  """The gradients of the model's and guide's parameters (not the estimators' own)."""
+  return {k: v for k, v in estimates(group)[config][1].items() if "." not in k}
 
 
 def exact_grad(model_name, exact_loss=None):
@@ -275,12 +319,19 @@ UNBIASED = [
   ("sbn", "reinforce_loo"),
   ("sbn", "disarm"),
   ("sbn", "arm+score_function"),
+  ("gmm_more", "learned_baseline"),
+  ("gmm_more", "sticking_the_landing"),
+  ("gmm_more", "rebar"),
+  ("gmm_more", "relax"),
+  ("sbn_more", "rebar"),
+  ("sbn_more", "relax"),
+  ("sbn_more", "learned_baseline"),
 ]
 
 
-@pytest.mark.parametrize("model_name,config", UNBIASED)
-def test_unbiased_against_enumeration(model_name, config):
-  assert_unbiased(grads_of(model_name, config), exact_grad(model_name))
+@pytest.mark.parametrize("group,config", UNBIASED)
+def test_unbiased_against_enumeration(group, config):
+  assert_unbiased(grads_of(group, config), exact_grad(model_of(group)))
 
 
 def test_vimco_unbiased_for_the_multi_sample_bound():
@@ -316,13 +367,19 @@ VARIANCE_CASES = [
   ("sbn", "reinforce_loo", "z2", 1.1),  # the top layer: small downstream costs
   ("sbn", "disarm", "z1", 1.5),
   ("sbn", "disarm", "z2", 1.5),
+  ("gmm_more", "learned_baseline_at_mean", "z", 1.5),
+  ("gmm_more", "rebar", "z", 1.5),
+  ("gmm_more", "relax", "z", 1.5),
+  ("sbn_more", "rebar", "z1", 1.5),
+  ("sbn_more", "relax", "z1", 1.5),
 ]
 
 
-@pytest.mark.parametrize("model_name,config,site,factor", VARIANCE_CASES)
-def test_variance_below_tracegraph(model_name, config, site, factor):
+@pytest.mark.parametrize("group,config,site,factor", VARIANCE_CASES)
+def test_variance_below_tracegraph(group, config, site, factor):
+  model_name = model_of(group)
   names = SITE_PARAMS[model_name][site]
-  ours = site_variance(grads_of(model_name, config), names)
+  ours = site_variance(grads_of(group, config), names)
   theirs = site_variance(grads_of(model_name, "tracegraph"), names)
   ratio = theirs / ours
   print(f"variance ratio {model_name} {site} {config}: {ratio:.2f}")

@@ -19,12 +19,14 @@ Requires ``numpyro`` (the ``adapters`` extra); ``get_nonreparam_deps`` exists fr
 
 from __future__ import annotations
 
+import functools
 import types
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpyro
 from numpyro.handlers import replay, seed, substitute, trace
 from numpyro.infer.elbo import ELBO as NumPyroELBO
 from numpyro.infer.elbo import MultiFrameTensor, get_nonreparam_deps
@@ -35,12 +37,14 @@ from gradest._src.discrete import (
   BERNOULLI,
   CATEGORICAL,
   Family,
+  _gumbel_rao_sample,
   antithetic_logit_grad,
   perturb,
 )
 from gradest._src.distributions import Bernoulli, Categorical, as_distribution
 from gradest._src.gumbel import check_temperature, straight_through
-from gradest._src.registry import ESTIMATORS, get_estimator
+from gradest._src.registry import ESTIMATORS
+from gradest._src.relax import init_rebar_params, relax_logit_grad
 from gradest._src.score_function import score_function_surrogate
 from gradest._src.vimco import vimco_surrogate
 
@@ -51,23 +55,32 @@ SCORE = "score"
 ANTITHETIC = "antithetic"
 RELAXED = "relaxed"
 MULTI_SAMPLE = "multi_sample"
+CONTROL_VARIATE = "control_variate"
+RELAX_HIDDEN = 8  # hidden units of RELAX's default surrogate network
 
 
 class SiteEstimator(NamedTuple):
   """How :class:`ELBO` estimates the gradient through one latent site.
 
   Attributes:
-    name: the gradest registry name (``gradest.ESTIMATORS``).
+    name: the estimator's name (the gradest registry name, ``gradest.ESTIMATORS``, where
+      it has one; ``sticking_the_landing`` and ``learned_baseline`` exist only per site).
     kind: ``"pathwise"`` (the sample carries its reparameterization gradient),
       ``"score"`` (:math:`\\nabla\\log q` times the site's downstream cost, less a baseline),
       ``"antithetic"`` (ARM / DisARM: the downstream cost at the sample and at its antithetic
-      partner), ``"relaxed"`` (straight-through: the exact sample carries a relaxed
-      sample's gradient) or ``"multi_sample"`` (VIMCO).
+      partner), ``"relaxed"`` (straight-through, Gumbel-Rao: the exact sample carries a
+      relaxed sample's gradient), ``"control_variate"`` (REBAR / RELAX: the score term less
+      a learned, reparameterized control variate) or ``"multi_sample"`` (VIMCO).
     families: what the site's distribution may be: ``"reparameterized"`` (``has_rsample``),
       ``"any"``, ``"bernoulli"``, ``"categorical"``.
     min_particles: the smallest ``num_particles``.
     reruns: extra runs of guide and model per particle for this site.
-    options: fixed options (the baseline of the score-function entries).
+    options: fixed options (the baseline of the score-function entries, the conditional
+      samples of Gumbel-Rao, whether a pathwise site keeps its score term).
+    unbiased: whether the estimate's mean is the exact gradient of the objective (the ELBO;
+      the multi-sample bound for ``vimco``).
+    params: the NumPyro parameters the estimator learns for each site ``s`` using it,
+      named ``f"{s}.{suffix}"`` for these suffixes (declared by :meth:`ELBO.wrap_guide`).
   """
 
   name: str
@@ -76,28 +89,65 @@ class SiteEstimator(NamedTuple):
   min_particles: int = 1
   reruns: int = 0
   options: Mapping[str, Any] = types.MappingProxyType({})
+  unbiased: bool = True
+  params: tuple[str, ...] = ()
 
-  @property
-  def unbiased(self) -> bool:
-    """Whether the estimator is unbiased (from the gradest registry)."""
-    return get_estimator(self.name).unbiased
 
+_REBAR_PARAMS = ("cv_eta", "cv_log_temperature")
+_RELAX_PARAMS = (*_REBAR_PARAMS, "cv_w1", "cv_b1", "cv_w2")
 
 SITE_ESTIMATORS: Mapping[str, SiteEstimator] = types.MappingProxyType(
   {
     e.name: e
     for e in (
       SiteEstimator("pathwise", PATHWISE, ("reparameterized",)),
+      SiteEstimator(
+        "sticking_the_landing", PATHWISE, ("reparameterized",), options={"score_term": False}
+      ),
       SiteEstimator("score_function", SCORE, ("any",), options={"baseline": None}),
       SiteEstimator("reinforce_loo", SCORE, ("any",), 2, options={"baseline": "leave_one_out"}),
+      SiteEstimator(
+        "learned_baseline", SCORE, ("any",), options={"baseline": "learned"}, params=("baseline",)
+      ),
       SiteEstimator("disarm", ANTITHETIC, ("bernoulli",), reruns=1),
       SiteEstimator("arm", ANTITHETIC, ("bernoulli",), reruns=1),
-      SiteEstimator("straight_through", RELAXED, ("bernoulli",)),
+      SiteEstimator("rebar", CONTROL_VARIATE, ("bernoulli",), reruns=2, params=_REBAR_PARAMS),
+      SiteEstimator("relax", CONTROL_VARIATE, ("bernoulli",), reruns=2, params=_RELAX_PARAMS),
+      SiteEstimator("straight_through", RELAXED, ("bernoulli",), unbiased=False),
+      SiteEstimator(
+        "gumbel_rao", RELAXED, ("bernoulli",), options={"num_conditional": 10}, unbiased=False
+      ),
       SiteEstimator("vimco", MULTI_SAMPLE, ("any",), 2),
     )
   }
 )
-"""The estimators :class:`ELBO` offers per site, by gradest registry name."""
+"""The estimators :class:`ELBO` offers per site, by name."""
+
+
+def _param_inits(est: SiteEstimator) -> dict[str, Array]:
+  """The initial values of a site's learned parameters, by suffix."""
+  if not est.params:
+    return {}
+  if est.kind == SCORE:
+    return {"baseline": jnp.zeros((), jnp.float32)}
+  rebar = init_rebar_params()
+  out = {"cv_eta": rebar["eta"], "cv_log_temperature": rebar["log_temperature"]}
+  if "cv_w1" in est.params:
+    out["cv_w1"] = jnp.linspace(0.25, 2.0, RELAX_HIDDEN, dtype=jnp.float32)
+    out["cv_b1"] = jnp.linspace(-2.0, 2.0, RELAX_HIDDEN, dtype=jnp.float32)
+    out["cv_w2"] = jnp.zeros(RELAX_HIDDEN, jnp.float32)
+  return out
+
+
+def _relax_network(event_ndim: int) -> Callable[[Any, Array], Array]:
+  """RELAX's default surrogate :math:`r_\\rho`: one tanh layer per variable, summed per event."""
+
+  def network(rho, z):
+    hidden = jnp.tanh(z[..., None] * rho["w1"] + rho["b1"])
+    out = hidden @ rho["w2"]
+    return jnp.sum(out, axis=tuple(range(out.ndim - event_ndim, out.ndim)))
+
+  return network
 
 
 def _check_estimator_name(name: Any, where: str) -> SiteEstimator:
@@ -189,16 +239,78 @@ def _site_log_prob(site: Mapping[str, Any]) -> Array:
   return _bernoulli_log_prob(site["fn"], site["value"], lp)
 
 
-def _log_probs(tr: Mapping[str, Any]) -> dict[str, Array]:
-  """Each sample site's ``log_prob`` (event-summed, batch-shaped) times its plate scale."""
+def _relaxed_bernoulli_log_prob(site: Mapping[str, Any]) -> Array:
+  """A Bernoulli site's :math:`\\sum (v\\ell - \\mathrm{softplus}(\\ell))` at a relaxed value.
+
+  NumPyro's ``log_prob`` is :math:`-\\infty` off the support ``{0, 1}``; this continuous
+  extension agrees with it on the support.
+  """
+  _, logits = _logits(site["fn"])
+  lp = site["value"] * logits - jax.nn.softplus(logits)
+  event_ndim = len(site["fn"].event_shape)
+  return jnp.sum(lp, axis=tuple(range(lp.ndim - event_ndim, lp.ndim)))
+
+
+def _log_probs(tr: Mapping[str, Any], relaxed: Any = ()) -> dict[str, Array]:
+  """Each sample site's ``log_prob`` (event-summed, batch-shaped) times its plate scale.
+
+  The Bernoulli sites named in ``relaxed`` (holding relaxed values) get the continuous
+  extension.
+  """
   out = {}
   for name, site in tr.items():
     if site["type"] == "sample":
-      lp = _site_log_prob(site)
+      lp = _relaxed_bernoulli_log_prob(site) if name in relaxed else _site_log_prob(site)
       if site["scale"] is not None:
         lp = site["scale"] * lp
       out[name] = lp
   return out
+
+
+def _sticking_the_landing_log_prob(site: Mapping[str, Any]) -> Array:
+  """``log q(z)`` (times the plate scale) with the gradient through ``z`` only.
+
+  The distribution's parameters are cut from the gradient, the value keeps its
+  reparameterization path: the score term :math:`\\nabla_\\phi \\log q_\\phi(z)`, of
+  mean zero, is dropped.
+  """
+  fn = jax.tree.map(jax.lax.stop_gradient, site["fn"])
+  lp = _site_log_prob({"fn": fn, "value": site["value"]})
+  return lp if site["scale"] is None else site["scale"] * lp
+
+
+def _sites_after(name: str, guide_tr: Mapping, guide_deps: Mapping | None) -> frozenset:
+  """The guide's latent sites whose values depend on ``name`` (all Bernoulli or reparameterized).
+
+  Raises:
+    TypeError: one of them can be neither relaxed nor reparameterized.
+  """
+  if guide_deps is None:
+    return frozenset()
+  after = frozenset(s for s, deps in guide_deps.items() if name in deps and s != name)
+  for s in after:
+    site = guide_tr[s]
+    if site["type"] != "sample" or site["is_observed"] or site["fn"].has_rsample:
+      continue
+    if _family(site["fn"]) != "bernoulli":
+      raise TypeError(
+        f"site {name!r}: REBAR / RELAX relax the guide sites after it, but site {s!r} "
+        f"({type(_base(site['fn'])).__name__}) depends on it and is neither Bernoulli nor "
+        f"reparameterizable; use 'disarm' or 'reinforce_loo' for site {name!r}."
+      )
+  return frozenset(
+    s
+    for s in after
+    if guide_tr[s]["type"] == "sample"
+    and not guide_tr[s]["is_observed"]
+    and not guide_tr[s]["fn"].has_rsample
+  )
+
+
+def _zero_with_grad(grad: Array, param: Array) -> Array:
+  """A term of value 0 whose gradient with respect to ``param`` is ``grad``."""
+  grad = jax.lax.stop_gradient(grad)
+  return jnp.sum(grad * (param - jax.lax.stop_gradient(param)))
 
 
 class _Intervene(Messenger):
@@ -209,31 +321,46 @@ class _Intervene(Messenger):
   non-pathwise sites are cut from the gradient, as in ``TraceGraph_ELBO``.
   """
 
-  def __init__(self, fn, choose, flip=None, temperature=1.0):
+  def __init__(self, fn, choose, flip=None, temperature=1.0, relaxed=None, soften=()):
     self.choose = choose
     self.flip = flip
     self.temperature = temperature
+    self.relaxed = relaxed or {}  # site name -> relaxed value
+    self.soften = soften  # (Bernoulli site names, temperature): relaxed with their own noise
     super().__init__(fn)
 
   def process_message(self, msg):
     if msg["type"] != "sample" or msg["is_observed"] or msg["value"] is not None:
       return
+    if msg["name"] in self.relaxed:  # REBAR / RELAX: the control variate's relaxed input
+      msg["value"] = self.relaxed[msg["name"]]
+      return
+    if self.soften and msg["name"] in self.soften[0]:  # downstream of a relaxed site
+      fam, logits = _logits(msg["fn"])
+      noise, _ = perturb(fam, msg["kwargs"]["rng_key"], jax.lax.stop_gradient(logits))
+      msg["value"] = fam.soft(logits + noise, self.soften[1])
+      return
     est = self.choose(msg["name"], msg["fn"])
-    if est.kind not in (ANTITHETIC, RELAXED):
+    if est.kind not in (ANTITHETIC, RELAXED, CONTROL_VARIATE):
       return
     key = msg["kwargs"]["rng_key"]
     fam, logits = _logits(msg["fn"])
     noise, _ = perturb(fam, key, jax.lax.stop_gradient(logits))
     dtype = _sample_dtype(msg["fn"], key)
-    if est.kind == ANTITHETIC:
+    if est.kind in (ANTITHETIC, CONTROL_VARIATE):
       z = logits - noise if msg["name"] == self.flip else logits + noise
       msg["value"] = jax.lax.stop_gradient(fam.hard(z)).astype(dtype)
+    elif "num_conditional" in est.options:  # Gumbel-Rao: the same exact sample
+      k = est.options["num_conditional"]
+      msg["value"] = _gumbel_rao_sample(fam, key, logits, self.temperature, k)
     else:
       hard = jax.lax.stop_gradient(fam.hard(logits + noise))
       msg["value"] = straight_through(hard, fam.soft(logits + noise, self.temperature))
 
   def postprocess_message(self, msg):
-    if msg["type"] != "sample" or msg["is_observed"]:
+    if msg["type"] != "sample" or msg["is_observed"] or msg["name"] in self.relaxed:
+      return
+    if self.soften and msg["name"] in self.soften[0]:
       return
     if self.choose(msg["name"], msg["fn"]).kind not in (PATHWISE, RELAXED):
       msg["value"] = jax.lax.stop_gradient(msg["value"])
@@ -390,10 +517,17 @@ class ELBO(NumPyroELBO):
       )
     fam = _family(fn) if ("bernoulli" in est.families or "categorical" in est.families) else ""
     if fam and fam not in est.families:
+      why = ""
+      if fam == "categorical" and est.kind in (RELAXED, CONTROL_VARIATE):
+        why = (
+          " (a Categorical site's value is an integer index: a relaxed sample cannot reach "
+          "the model, whose indexing by it is not differentiable, and NumPyro has no one-hot "
+          "categorical distribution)"
+        )
       raise TypeError(
         f"{where}: {est.name!r} is defined for {' / '.join(est.families)} distributions, "
-        f"got {dist_name}; use 'reinforce_loo' or 'score_function'"
-        + (" (or 'pathwise' where has_rsample)." if fn.has_rsample else ".")
+        f"got {dist_name}{why}; use 'reinforce_loo', 'learned_baseline' or 'score_function'"
+        + (" (or 'pathwise' where has_rsample)." if fn.has_rsample else " (or 'vimco').")
       )
     if self.num_particles < est.min_particles:
       raise ValueError(
@@ -414,22 +548,80 @@ class ELBO(NumPyroELBO):
         f"{sorted(plan)}) and no class of their distributions; check the spelling."
       )
     kinds = {est.kind for est in plan.values()}
-    if MULTI_SAMPLE in kinds and kinds & {SCORE, ANTITHETIC}:
-      others = sorted(n for n, e in plan.items() if e.kind in (SCORE, ANTITHETIC))
+    elbo_only = (SCORE, ANTITHETIC, CONTROL_VARIATE)
+    if MULTI_SAMPLE in kinds and (
+      kinds & set(elbo_only) or any(not e.options.get("score_term", True) for e in plan.values())
+    ):
+      others = sorted(
+        n for n, e in plan.items() if e.kind in elbo_only or not e.options.get("score_term", True)
+      )
       raise ValueError(
         f"'vimco' optimizes the multi-sample bound and cannot be combined with the ELBO "
         f"estimators of sites {others}; use 'vimco' for every non-reparameterized site, or "
-        "none."
+        "none ('sticking_the_landing' is biased for the multi-sample bound: use 'pathwise')."
       )
+
+  # ------------------------------------------------------------------------------------
+  # The estimators' learned parameters.
+  # ------------------------------------------------------------------------------------
+
+  def wrap_guide(self, guide: Callable[..., Any]) -> Callable[..., Any]:
+    """``guide`` that also declares the parameters of the sites' learned estimators.
+
+    ``learned_baseline``, ``rebar`` and ``relax`` learn parameters alongside the guide's
+    (a baseline, control-variate parameters). NumPyro's SVI collects parameters from the
+    guide and the model only, so they are declared by the guide: pass
+    ``elbo.wrap_guide(guide)`` to ``SVI`` (and use it wherever the parameters are needed).
+    After the guide runs, the wrapper calls ``numpyro.param(f"{site}.{suffix}", init)``
+    for every suffix in ``SITE_ESTIMATORS[name].params`` of each site's estimator: the
+    baseline starts at 0, REBAR's :math:`\\eta = 1`, :math:`\\lambda = 0.5`
+    (``cv_log_temperature`` holds :math:`\\log\\lambda`), RELAX's surrogate network
+    (``cv_w1``, ``cv_b1``, ``cv_w2``) at output 0. A guide with no such site is returned
+    unchanged in behaviour.
+
+    Args:
+      guide: the NumPyro guide.
+
+    Returns:
+      The wrapped guide (same arguments and return value).
+    """
+
+    @functools.wraps(guide)
+    def wrapped(*args, **kwargs):
+      with trace() as tr:
+        out = guide(*args, **kwargs)
+      for name, site in tr.items():
+        if site["type"] == "sample" and not site["is_observed"]:
+          for suffix, value in _param_inits(self.choose(name, site["fn"])).items():
+            numpyro.param(f"{name}.{suffix}", value)
+      return out
+
+    return wrapped
+
+  @staticmethod
+  def _site_params(est: SiteEstimator, name: str, param_map: Mapping[str, Any]) -> dict:
+    missing = [f"{name}.{s}" for s in est.params if f"{name}.{s}" not in param_map]
+    if missing:
+      raise ValueError(
+        f"site {name!r} uses {est.name!r}, which learns the parameters {missing}; they are "
+        "not among the SVI parameters. Declare them by wrapping the guide: "
+        "SVI(model, elbo.wrap_guide(guide), optim, loss=elbo)."
+      )
+    return {s: param_map[f"{name}.{s}"] for s in est.params}
 
   # ------------------------------------------------------------------------------------
   # The loss.
   # ------------------------------------------------------------------------------------
 
-  def _run(self, keys, param_map, model, guide, args, kwargs, flip=None):
+  def _run(self, keys, param_map, model, guide, args, kwargs, flip=None, relaxed=None, soften=()):
     model_key, guide_key = keys
     guide = _Intervene(
-      seed(substitute(guide, data=param_map), guide_key), self.choose, flip, self.temperature
+      seed(substitute(guide, data=param_map), guide_key),
+      self.choose,
+      flip,
+      self.temperature,
+      relaxed,
+      soften,
     )
     guide_tr = trace(guide).get_trace(*args, **kwargs)
     model = seed(substitute(model, data=param_map), model_key)
@@ -454,7 +646,7 @@ class ELBO(NumPyroELBO):
     tracked = set().union(*model_deps.values(), *guide_deps.values())
     plan: dict[str, SiteEstimator] = {}
 
-    def downstream(model_tr, guide_tr, lp_model, lp_guide, name):
+    def downstream(model_tr, guide_tr, lp_model, lp_guide, name, cut=True):
       def depends(deps, site):
         return name not in tracked or name in deps.get(site, ())
 
@@ -465,7 +657,8 @@ class ELBO(NumPyroELBO):
       for site, lp in lp_guide.items():
         if depends(guide_deps, site):
           cost.add((guide_tr[site]["cond_indep_stack"], -lp))
-      return jax.lax.stop_gradient(cost.sum_to(guide_tr[name]["cond_indep_stack"]))
+      cost = cost.sum_to(guide_tr[name]["cond_indep_stack"])
+      return jax.lax.stop_gradient(cost) if cut else cost
 
     def particle(key):
       keys = tuple(jax.random.split(key))
@@ -478,13 +671,13 @@ class ELBO(NumPyroELBO):
       lp_model, lp_guide = _log_probs(model_tr), _log_probs(guide_tr)
       log_p = sum((jnp.sum(lp) for lp in lp_model.values()), start=jnp.zeros(()))
       log_q = sum((jnp.sum(lp) for lp in lp_guide.values()), start=jnp.zeros(()))
-      log_q_cut = sum(
-        (
-          jnp.sum(lp if plan[n].kind in (PATHWISE, RELAXED) else jax.lax.stop_gradient(lp))
-          for n, lp in lp_guide.items()
-        ),
-        start=jnp.zeros(()),
-      )
+      log_q_cut = jnp.zeros(())
+      for n, lp in lp_guide.items():
+        if plan[n].kind not in (PATHWISE, RELAXED):
+          lp = jax.lax.stop_gradient(lp)
+        elif not plan[n].options.get("score_term", True):
+          lp = _sticking_the_landing_log_prob(guide_tr[n])
+        log_q_cut = log_q_cut + jnp.sum(lp)
       out = {"elbo": log_p - log_q_cut, "log_weight": log_p - log_q, "sites": {}}
       vimco_log_q = jnp.zeros(())
       for name, est in plan.items():
@@ -500,6 +693,12 @@ class ELBO(NumPyroELBO):
             est, name, site, keys, param_map, model, guide, args, kwargs, downstream,
             downstream(model_tr, guide_tr, lp_model, lp_guide, name),
           )  # fmt: skip
+        elif est.kind == CONTROL_VARIATE:
+          after = _sites_after(name, guide_tr, guide_deps if name in tracked else None)
+          out["sites"][name] = self._control_variate(
+            est, name, site, keys, param_map, model, guide, args, kwargs, downstream,
+            downstream(model_tr, guide_tr, lp_model, lp_guide, name), after,
+          )  # fmt: skip
       out["vimco_log_q"] = vimco_log_q
       return out
 
@@ -509,14 +708,81 @@ class ELBO(NumPyroELBO):
       bound = vimco_surrogate(out["log_weight"], out["vimco_log_q"])
       return {"loss": -bound, "mutable_state": None}
     elbo = jnp.mean(out["elbo"])
-    for name, (a, b) in out["sites"].items():
+    # Terms of value 0 whose gradients train the estimators' own parameters (minimized).
+    training = jnp.zeros(())
+    for name, site_out in out["sites"].items():
       est = plan[name]
       if est.kind == SCORE:
-        surrogate = score_function_surrogate(a, b, est.options["baseline"])
+        a, b = site_out
+        baseline = est.options["baseline"]
+        if baseline == "learned":
+          (baseline,) = self._site_params(est, name, param_map).values()
+          training = training + _zero_with_grad(baseline - jnp.mean(a), baseline)
+        surrogate = score_function_surrogate(a, b, baseline)
         elbo = elbo + jnp.sum(surrogate - a) / self.num_particles
-      else:  # antithetic: a is the logits' gradient estimate, b the logits
+      else:  # a is the logits' gradient estimate, b the logits
+        a, b = site_out[:2]
         elbo = elbo + jnp.sum(a * (b - jax.lax.stop_gradient(b))) / self.num_particles
-    return {"loss": -elbo, "mutable_state": None}
+        if est.kind == CONTROL_VARIATE:
+          phi = self._site_params(est, name, param_map)
+          for suffix, g in site_out[2].items():
+            training = training + _zero_with_grad(jnp.mean(g, axis=0), phi[suffix])
+    return {"loss": training - elbo, "mutable_state": None}
+
+  def _control_variate(
+    self, est, name, site, keys, param_map, model, guide, args, kwargs, downstream, cost, after
+  ):
+    """``(gradient estimate w.r.t. the logits, logits, cv_grad)`` of a REBAR / RELAX site.
+
+    The control variate's cost is the site's downstream cost with the site's value replaced
+    by a relaxed one (guide and model run again with the same seed and the parameters held
+    fixed), per element of the site's plates; the Bernoulli guide sites ``after`` it are
+    relaxed too (with their own noise and the same temperature), so the control variate is
+    continuous in the site's relaxed variable. ``cv_grad`` is the gradient of the squared
+    estimate with respect to the site's control-variate parameters.
+    """
+    fam, logits = _logits(site["fn"])
+    fixed = jax.lax.stop_gradient(logits)
+    noise, key_c = perturb(fam, site["kwargs"]["rng_key"], fixed)
+    b = jax.lax.stop_gradient(fam.hard(fixed + noise))
+    event_ndim = len(site["fn"].event_shape)
+    batch = logits.shape[: logits.ndim - event_ndim]
+    frozen = jax.tree.map(jax.lax.stop_gradient, param_map)
+
+    def relaxed_cost(value, temperature):
+      model_tr, guide_tr = self._run(
+        keys, frozen, model, guide, args, kwargs, relaxed={name: value}, soften=(after, temperature)
+      )
+      soft = {name, *after}
+      lp_model, lp_guide = _log_probs(model_tr, soft), _log_probs(guide_tr, soft)
+      relaxed = downstream(model_tr, guide_tr, lp_model, lp_guide, name, cut=False)
+      return jnp.broadcast_to(relaxed, batch)
+
+    stored = self._site_params(est, name, param_map)
+    phi = {"eta": stored["cv_eta"], "log_temperature": stored["cv_log_temperature"]}
+    network = None
+    if est.name == "relax":
+      phi["network"] = {k: stored[f"cv_{k}"] for k in ("w1", "b1", "w2")}
+      network = _relax_network(event_ndim)
+
+    def cv_fn(phi, z):
+      # REBAR's eta f(soft(z / lambda)) (plus RELAX's network), as in
+      # rebar_control_variate / relax_control_variate, with lambda also for the sites after.
+      temperature = jnp.exp(phi["log_temperature"])
+      c = phi["eta"] * relaxed_cost(fam.soft(z, temperature), temperature)
+      return c if network is None else c + network(phi["network"], z)
+
+    fb = jnp.broadcast_to(cost, batch)
+
+    def square(phi):
+      g = relax_logit_grad(fam, cv_fn, phi, fixed, noise, key_c, b, fb)
+      return jnp.sum(jnp.square(g)), g
+
+    cv_grad, grad = jax.grad(square, has_aux=True)(phi)
+    flat = {"cv_eta": cv_grad["eta"], "cv_log_temperature": cv_grad["log_temperature"]}
+    if "network" in cv_grad:
+      flat.update({f"cv_{k}": v for k, v in cv_grad["network"].items()})
+    return jax.lax.stop_gradient(grad), logits, jax.lax.stop_gradient(flat)
 
   def _antithetic(
     self, est, name, site, keys, param_map, model, guide, args, kwargs, downstream, cost
