@@ -510,7 +510,7 @@ def test_unknown_estimator_names():
   with pytest.raises(ValueError, match="unknown estimator 'disarn'"):
     ELBO(4, {"z": "disarn"})
   with pytest.raises(ValueError, match="does not offer per site yet"):
-    ELBO(4, {"z": "relax"})
+    ELBO(4, {"z": "measure_valued"})
   with pytest.raises(ValueError, match="default: unknown estimator"):
     ELBO(4, default="nope")
 
@@ -578,3 +578,163 @@ def test_bernoulli_sites_with_infinite_logits_keep_a_finite_loss():
   theirs = TraceGraph_ELBO(num_particles=2).loss(jax.random.key(0), params, model, guide)
   assert np.isfinite(ours)
   np.testing.assert_allclose(ours, theirs, rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------
+# The estimators added in the second round: STL, learned baseline, REBAR / RELAX, Gumbel-Rao.
+# ----------------------------------------------------------------------------------------
+
+X_G = jnp.array([0.7, -1.2, 2.0])
+
+
+def gauss_model():
+  with numpyro.plate("data", 3):
+    z = numpyro.sample("z", dist.Normal(0.0, 1.0))
+    numpyro.sample("x", dist.Normal(z, 1.0), obs=X_G)
+
+
+def gauss_guide():
+  m = numpyro.param("m", jnp.zeros(3))
+  s = numpyro.param("s", jnp.ones(3), constraint=constraints.positive)
+  with numpyro.plate("data", 3):
+    numpyro.sample("z", dist.Normal(m, s))
+
+
+def gauss_exact_loss(p):
+  m, s = p["m"], p["s"]
+  elbo = -LOG_2PI - 0.5 * (m**2 + s**2) - 0.5 * ((X_G - m) ** 2 + s**2)
+  return -jnp.sum(elbo + 0.5 * jnp.log(2 * math.pi * math.e * s**2))
+
+
+def _gauss_grads(estimator, params, reps=REPS):
+  elbo = ELBO(2, {"z": estimator})
+  fn = jax.jit(
+    jax.vmap(lambda k: jax.grad(lambda p: elbo.loss(k, p, gauss_model, gauss_guide))(params))
+  )
+  return jax.tree.map(np.asarray, fn(jax.random.split(jax.random.key(1), reps)))
+
+
+def test_sticking_the_landing_exact_gaussian():
+  """Unbiased against the closed-form gradient; zero variance when q is the posterior."""
+  params = {"m": jnp.array([0.1, -0.4, 0.3]), "s": jnp.array([0.9, 0.5, 1.3])}
+  exact = {k: np.asarray(v, np.float64) for k, v in jax.grad(gauss_exact_loss)(params).items()}
+  assert_unbiased(_gauss_grads("sticking_the_landing", params), exact)
+  posterior = {"m": X_G / 2, "s": jnp.full(3, math.sqrt(0.5))}
+  stl = _gauss_grads("sticking_the_landing", posterior)
+  pathwise = _gauss_grads("pathwise", posterior)
+  stl_var = sum(float(np.sum(v.var(0))) for v in stl.values())
+  path_var = sum(float(np.sum(v.var(0))) for v in pathwise.values())
+  print(f"variance at the posterior: pathwise {path_var:.3g}, sticking_the_landing {stl_var:.3g}")
+  assert stl_var < 1e-8 and path_var > 0.1
+
+
+def _svi(elbo, model, guide, args, steps, lr=0.05, key=1):
+  wrapped = elbo.wrap_guide(guide)
+  svi = SVI(model, wrapped, numpyro.optim.Adam(lr), loss=elbo)
+  state = svi.init(jax.random.key(0), *args)
+  result = svi.run(jax.random.key(key), steps, *args, progress_bar=False, init_state=state)
+  return svi.get_params(state), result.params
+
+
+def test_learned_baseline_converges_to_the_mean_signal():
+  elbo = ELBO(4, {"z": "learned_baseline"})
+  start, end = _svi(elbo, gmm_model, gmm_guide, (X_A,), 400)
+  target = float(gmm_mean_signal(end))
+  print(f"baseline {float(end['z.baseline']):.3f}, mean signal {target:.3f}")
+  assert float(start["z.baseline"]) == 0.0
+  assert abs(float(end["z.baseline"]) - target) < 0.15 * abs(target)
+  assert float(gmm_exact_loss(end)) < float(gmm_exact_loss(start)) - 0.5
+
+
+def test_learned_baseline_lowers_the_variance():
+  names = SITE_PARAMS["gmm"]["z"]
+  ours = site_variance(grads_of("gmm_more", "learned_baseline_at_mean"), names)
+  plain = site_variance(grads_of("gmm", "score_function"), names)
+  print(f"variance ratio score_function / learned_baseline (gmm z): {plain / ours:.2f}")
+  assert plain / ours > 1.5
+
+
+@pytest.mark.parametrize("estimator", ["rebar", "relax"])
+def test_control_variate_parameters_train_and_lower_the_variance(estimator):
+  """SVI moves the control-variate parameters; at the trained guide, they lower the variance."""
+  elbo = ELBO(4, {"z": estimator})
+  start, end = _svi(elbo, gmm_model, gmm_guide, (X_A,), 300)
+  cv = [k for k in end if k.startswith("z.cv_")]
+  moved = {k: float(np.max(np.abs(end[k] - start[k]))) for k in cv}
+  assert all(v > 1e-3 for v in moved.values()), moved
+  assert float(gmm_exact_loss(end)) < float(gmm_exact_loss(start)) - 0.5
+  initial_cv = {**end, **{k: start[k] for k in cv}}
+
+  def variance(params):
+    fn = jax.jit(
+      jax.vmap(lambda k: jax.grad(lambda p: elbo.loss(k, p, gmm_model, gmm_guide, X_A))(params))
+    )
+    return float(np.sum(np.var(fn(jax.random.split(jax.random.key(2), REPS))["l"], 0)))
+
+  before, after = variance(initial_cv), variance(end)
+  print(
+    f"{estimator} variance of the logits' gradient: initial cv {before:.4g}, trained {after:.4g}"
+  )
+  assert after < before
+
+
+def test_gumbel_rao_is_biased_but_finite():
+  grads = grads_of("sbn_more", "gumbel_rao")
+  assert all(np.all(np.isfinite(g)) for g in grads.values())
+  scores = z_scores(grads, exact_grad("sbn"))
+  assert max(float(s.max()) for s in scores.values()) > Z
+  assert not SITE_ESTIMATORS["gumbel_rao"].unbiased
+
+
+def test_gumbel_rao_svi_lowers_the_negative_elbo():
+  start, end = _train(ELBO(4, {"z": "gumbel_rao"}), numpyro.optim.Adam(0.05))
+  assert end < start - 0.5, (start, end)
+
+
+def test_site_estimators_metadata():
+  from gradest import ESTIMATORS
+
+  for name, est in SITE_ESTIMATORS.items():
+    if name in ESTIMATORS:
+      assert est.unbiased == ESTIMATORS[name].unbiased, name
+  biased = {n for n, e in SITE_ESTIMATORS.items() if not e.unbiased}
+  assert biased == {"straight_through", "gumbel_rao"}
+  assert SITE_ESTIMATORS["sticking_the_landing"].unbiased
+  assert SITE_ESTIMATORS["learned_baseline"].params == ("baseline",)
+  assert set(SITE_ESTIMATORS["rebar"].params) < set(SITE_ESTIMATORS["relax"].params)
+
+
+@pytest.mark.parametrize(
+  "name,estimators,match",
+  [
+    ("gmm", {"mu": "rebar"}, "'rebar' is defined for bernoulli"),
+    ("gmm", {"mu": "gumbel_rao"}, "'gumbel_rao' is defined for bernoulli"),
+    ("gmm", {"z": "sticking_the_landing"}, "needs a reparameterizable"),
+    ("categorical", {"z": "relax"}, "integer index"),
+    ("categorical", {"z": "gumbel_rao"}, "integer index"),
+  ],
+)
+def test_new_estimators_that_do_not_fit_the_site(name, estimators, match):
+  with pytest.raises(TypeError, match=match):
+    _loss(ELBO(4, estimators), name)
+
+
+def test_learned_parameters_need_the_wrapped_guide():
+  with pytest.raises(ValueError, match="wrap_guide"):
+    _loss(ELBO(4, {"z": "rebar"}))
+  with pytest.raises(ValueError, match="wrap_guide"):
+    _loss(ELBO(4, {"z": "learned_baseline"}))
+
+
+def test_sticking_the_landing_with_vimco():
+  def model():
+    mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+    numpyro.sample("z", dist.Bernoulli(logits=mu))
+
+  def guide():
+    numpyro.sample("mu", dist.Normal(0.0, 1.0))
+    numpyro.sample("z", dist.Bernoulli(logits=0.0))
+
+  elbo = ELBO(4, {"mu": "sticking_the_landing", "z": "vimco"})
+  with pytest.raises(ValueError, match="sticking_the_landing"):
+    jax.eval_shape(lambda: elbo.loss(jax.random.key(0), {}, model, guide))
