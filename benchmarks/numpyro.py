@@ -22,11 +22,15 @@ Three NumPyro models with Bernoulli latents, each with a mean-field (or amortize
 The gradient estimators (``--estimators``): NumPyro's ``Trace_ELBO`` (no score term for
 the Bernoulli sites: biased) and ``TraceGraph_ELBO`` (the score function with its
 plate-aware downstream costs), and :class:`gradest.numpyro.ELBO` with the estimator
-named for every Bernoulli site (``score_function``, ``reinforce_loo``, ``disarm``,
-``arm``, ``straight_through``, ``vimco``); the Normal site of ``gmm`` stays pathwise.
+named for every Bernoulli site (``score_function``, ``reinforce_loo``,
+``learned_baseline``, ``disarm``, ``arm``, ``rebar``, ``relax``, ``straight_through``,
+``gumbel_rao``, ``vimco``); the Normal site of ``gmm`` stays pathwise. The estimators with
+parameters of their own (the learned baseline, REBAR's and RELAX's control variates) train
+them alongside in SVI; in the variance table they are at their initial values.
 Every one uses ``--particles`` ``K`` particles (equal particles, not equal model
 evaluations: ``disarm`` and ``arm`` run guide and model once more per particle and
-antithetic site; the ``runs`` column counts guide-and-model runs per step).
+antithetic site, ``rebar`` and ``relax`` twice (differentiated); the ``runs`` column
+counts guide-and-model runs per step).
 
 Where enumeration is feasible, the exact reference (row ``marginalized``) is the model
 with its discrete sites summed out, trained with ``Trace_ELBO`` (the objective that
@@ -94,16 +98,31 @@ from numpyro.infer import SVI, Trace_ELBO, TraceGraph_ELBO
 
 from benchmarks.common import Stopwatch, compile_ahead, integer, pyplot, write_csv, write_json
 from benchmarks.datasets import load_binarized_digits
-from gradest.numpyro import ELBO
+from gradest.numpyro import ELBO, SITE_ESTIMATORS
 
 PROBLEMS = ("gmm", "vae", "sbn")
 REFERENCE = "tracegraph_elbo"
 ENUM = "marginalized"
-GRADEST = ("score_function", "reinforce_loo", "disarm", "arm", "straight_through", "vimco")
+GRADEST = (
+  "score_function",
+  "reinforce_loo",
+  "learned_baseline",
+  "disarm",
+  "arm",
+  "rebar",
+  "relax",
+  "straight_through",
+  "gumbel_rao",
+  "vimco",
+)
 ESTIMATORS = ("trace_elbo", REFERENCE, *GRADEST)
-ANTITHETIC = ("disarm", "arm")
 # Not unbiased for the ELBO gradient: no score term, a relaxation, another objective.
-BIASED = {"trace_elbo": "biased", "straight_through": "biased", "vimco": "IW bound"}
+BIASED = {
+  "trace_elbo": "biased",
+  "straight_through": "biased",
+  "gumbel_rao": "biased",
+  "vimco": "IW bound",
+}
 
 
 # --------------------------------------------------------------------------------------
@@ -347,14 +366,26 @@ def make_loss(name: str, particles: int, problem: Problem):
     elbo = TraceGraph_ELBO(num_particles=particles)
   else:
     elbo = ELBO(num_particles=particles, estimators={"Bernoulli": name})
+    # learned_baseline, rebar, relax: the guide declares the estimator's own parameters.
+    return elbo, problem.model, elbo.wrap_guide(problem.guide)
   return elbo, problem.model, problem.guide
 
 
+def with_estimator_params(name, particles, problem, params, x, n):
+  """``params`` plus the initial values of estimator ``name``'s own parameters, if missing."""
+  elbo, _, guide = make_loss(name, particles, problem)
+  tr = numpyro.handlers.trace(numpyro.handlers.seed(guide, 0)).get_trace(x, n)
+  extra = {k: s["value"] for k, s in tr.items() if s["type"] == "param" and k not in params}
+  return {**params, **extra}
+
+
 def runs_per_step(name: str, particles: int, problem: Problem) -> int:
-  """Runs of guide and model per step (antithetic estimators rerun once per site)."""
+  """Runs of guide and model per step (antithetic estimators rerun once per site, REBAR and
+  RELAX twice, differentiated)."""
   if name == ENUM:
     return problem.marginal_particles or particles
-  return particles * (1 + (len(problem.sites) if name in ANTITHETIC else 0))
+  est = SITE_ESTIMATORS.get(name)
+  return particles * (1 + (len(problem.sites) * est.reruns if est is not None else 0))
 
 
 def configurations(problem: Problem, estimators: Sequence[str]) -> list[str]:
@@ -395,9 +426,14 @@ def run_variance(problem, names, params_at, args, key) -> list[dict[str, Any]]:
   results: dict[tuple[str, str], dict[str, float]] = {}
   for name in names:
     fn = variance_fn(name, args.particles, problem, x, n)
-    some_params = next(iter(params_at.values()))
+    # The estimator's own parameters (baseline, control variate) at their initial values.
+    at = {
+      point: with_estimator_params(name, args.particles, problem, p, jnp.asarray(x), n)
+      for point, p in params_at.items()
+    }
+    some_params = next(iter(at.values()))
     compiled = compile_ahead(fn, (some_params, keys), fast=True).executable  # not timed
-    for point, params in params_at.items():
+    for point, params in at.items():
       out = compiled(params, keys)
       results[(name, point)] = {s: float(v) for s, v in out.items()}
   rows = []
@@ -473,10 +509,12 @@ def run_convergence(problem, names, args, key, fast):
     compiled = compile_ahead(_bind_n(svi.update, n), (state, x0), fast=fast)
     svis[name], states[name], updates[name] = svi, state, compiled.executable
     compile_seconds[name] = compiled.seconds
-    kind = name == ENUM  # one evaluator for every estimator of the same model and guide
+    params = svi.get_params(state)
+    # One evaluator for every estimator of the same model, guide and parameters (the
+    # learned baseline's and control variates' parameters are passed along, unused).
+    kind = (name == ENUM, tuple(sorted(params)))
     if kind not in evaluators:
       ev = eval_fn(name, problem, args)
-      params = svi.get_params(state)
       evaluators[kind] = compile_ahead(ev, (params, eval_x, k_eval), fast=True).executable
     evals[name] = evaluators[kind]
   curves = {name: {"steps": [], "seconds": [], "elbo": []} for name in names}
