@@ -1,8 +1,9 @@
 """Per-site gradient estimators for NumPyro's SVI (needs the ``adapters`` extra: numpyro).
 
 ``gradest.numpyro.ELBO`` is a ``numpyro.infer.elbo.ELBO`` that gives each latent site of the
-guide its own gradient estimator (pathwise, score function with or without a leave-one-out
-baseline, ARM, DisARM, straight-through, VIMCO), with ``TraceGraph_ELBO``'s plate-aware
+guide its own gradient estimator (pathwise, sticking the landing, score function with no,
+a leave-one-out or a learned baseline, ARM, DisARM, REBAR, RELAX, straight-through,
+Gumbel-Rao, VIMCO), with ``TraceGraph_ELBO``'s plate-aware
 Rao-Blackwellization of the learning signals.
 """
 

@@ -400,12 +400,37 @@ class ELBO(NumPyroELBO):
 
   * ``"pathwise"``: reparameterized sites (``site["fn"].has_rsample``); the sample carries
     its gradient, as in ``Trace_ELBO``.
+  * ``"sticking_the_landing"``: reparameterized sites; the pathwise gradient with the
+    score term :math:`\nabla_\phi \log q_\phi(z)` (mean zero) dropped: :math:`\log q` is
+    evaluated at the sample with the guide's parameters cut from the gradient. Zero
+    variance where the guide equals the posterior (Roeder, Wu & Duvenaud, 2017). Not with
+    ``vimco`` (biased for the multi-sample bound).
   * ``"score_function"``: no baseline (``TraceGraph_ELBO``'s estimator).
   * ``"reinforce_loo"``: the leave-one-out baseline over the particles (``K >= 2``).
+  * ``"learned_baseline"``: a learned constant baseline :math:`b_z` (the NumPyro parameter
+    ``f"{z}.baseline"``, starting at 0), trained by the optimizer alongside the guide by a
+    loss term of value 0 whose gradient in :math:`b_z` is :math:`b_z - \bar c_z` (the
+    mean learning signal over particles and plate elements), so it tracks the mean signal;
+    the guide's gradient uses it cut from the gradient, hence stays unbiased. Needs
+    :meth:`wrap_guide`.
+  * ``"rebar"``, ``"relax"``: Bernoulli sites; :math:`(c - c_\phi(\tilde z))\nabla\log q
+    + \nabla c_\phi(z) - \nabla c_\phi(\tilde z)` with REBAR's
+    :math:`c_\phi(z) = \eta\, c(\sigma(z/\lambda))` (RELAX adds a small per-variable
+    tanh network), :math:`c(\cdot)` the downstream cost with guide and model run again
+    at the relaxed value (Bernoulli guide sites after it relaxed too), per plate element.
+    Unbiased; :math:`\phi` (``f"{z}.cv_eta"``, ``f"{z}.cv_log_temperature"``, RELAX's
+    ``f"{z}.cv_w1"``, ``cv_b1``, ``cv_w2``) gets the gradient of the squared estimate, so
+    the optimizer lowers the variance. Two extra differentiated runs of guide and model
+    per particle and site; the model must use the value arithmetically. Needs
+    :meth:`wrap_guide`.
   * ``"disarm"``, ``"arm"``: Bernoulli sites; one extra run of guide and model per particle
     and per such site (so ``K * (1 + number of antithetic sites)`` runs in all).
   * ``"straight_through"``: Bernoulli sites; the exact sample carries the gradient of
     :math:`\sigma((\ell + L)/\tau)`. **Biased** (the bias does not shrink with ``K``).
+  * ``"gumbel_rao"``: Bernoulli sites; the exact sample carries the gradient of the mean of
+    10 relaxed samples drawn given it (Paulus et al., 2021). **Biased**, less variable
+    than ``straight_through``. Categorical sites get neither relaxation: their integer
+    value cannot carry a gradient into the model (a clear TypeError says so).
   * ``"vimco"``: the objective becomes the multi-sample bound
     :math:`\log\frac1K\sum_k e^{w_k}` (:math:`w_k` the particle's log-weight, not split by
     plates), with VIMCO's per-particle leave-one-out signals (``K >= 2``). It cannot be
