@@ -480,7 +480,11 @@ class ELBO(NumPyroELBO):
     Graphs*, NeurIPS 2015. Kool, van Hoof & Welling, *Buy 4 REINFORCE samples, get a
     baseline for free!*, 2019. Yin & Zhou, *ARM*, ICLR 2019. Dong, Mnih & Tucker,
     *DisARM*, NeurIPS 2020. Bengio, Léonard & Courville, 2013 (straight-through). Mnih &
-    Rezende, *Variational Inference for Monte Carlo Objectives*, ICML 2016.
+    Rezende, *Variational Inference for Monte Carlo Objectives*, ICML 2016. Roeder, Wu &
+    Duvenaud, *Sticking the Landing*, NeurIPS 2017. Tucker et al., *REBAR*, NeurIPS 2017.
+    Grathwohl et al., *Backpropagation through the Void* (RELAX), ICLR 2018. Paulus,
+    Maddison & Krause, *Rao-Blackwellizing the Straight-Through Gumbel-Softmax Gradient
+    Estimator*, ICLR 2021.
   """
 
   can_infer_discrete = True
