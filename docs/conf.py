@@ -29,8 +29,9 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 )
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-import gradest  # noqa: E402
 from _ext.estimator_table import write_registry_table  # noqa: E402
+
+import gradest  # noqa: E402
 
 
 def _copy_notebooks() -> None:
@@ -158,8 +159,14 @@ _REFERENCE_ALIASES = {
 _REFERENCE_ALIASES.update(
   {
     f"gradest.models.{name}": f"gradest.models.vae.{name}"
-    for name in ("apply_mlp", "bernoulli_log_likelihood", "elbo", "gaussian_kl", "init_mlp",
-                 "iwae_bound")
+    for name in (
+      "apply_mlp",
+      "bernoulli_log_likelihood",
+      "elbo",
+      "gaussian_kl",
+      "init_mlp",
+      "iwae_bound",
+    )
   }
 )
 
