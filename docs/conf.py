@@ -130,6 +130,15 @@ nb_execution_timeout = 600
 nb_execution_show_tb = True
 nb_merge_streams = True
 
+# -- Math ---------------------------------------------------------------------------------
+# MathJax comes from Sphinx's default CDN. To read the pages offline, point
+# GRADEST_DOCS_MATHJAX at a local MathJax 2 (Debian's libjs-mathjax:
+# /usr/share/javascript/mathjax/MathJax.js); the pages then load it from that file.
+if os.environ.get("GRADEST_DOCS_MATHJAX"):
+  mathjax_path = (
+    Path(os.environ["GRADEST_DOCS_MATHJAX"]).resolve().as_uri() + "?config=TeX-AMS-MML_HTMLorMML"
+  )
+
 # -- HTML --------------------------------------------------------------------------------
 
 html_theme = "sphinx_book_theme"
