@@ -138,6 +138,15 @@ if os.environ.get("GRADEST_DOCS_MATHJAX"):
   mathjax_path = (
     Path(os.environ["GRADEST_DOCS_MATHJAX"]).resolve().as_uri() + "?config=TeX-AMS-MML_HTMLorMML"
   )
+  # MyST marks the page body "mathjax_ignore" and the math "math": MathJax 2's spelling.
+  mathjax2_config = {
+    "tex2jax": {
+      "inlineMath": [["\\(", "\\)"]],
+      "displayMath": [["\\[", "\\]"]],
+      "processClass": "math|output_area|tex2jax_process|mathjax_process",
+      "ignoreClass": "tex2jax_ignore|mathjax_ignore",
+    }
+  }
 
 # -- HTML --------------------------------------------------------------------------------
 
