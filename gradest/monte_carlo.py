@@ -156,7 +156,7 @@ class MultiNormalDiagFromLogScale:
 
   @property
   def param_shape(self) -> tuple[int, ...]:
-    """Shape of one sample: the broadcast shape of ``loc`` and ``log_scale``."""
+    """The shape of one sample, the broadcast shape of ``loc`` and ``log_scale``."""
     return jnp.broadcast_shapes(jnp.shape(self.loc), jnp.shape(self.log_scale))
 
   def as_normal(self) -> Normal:

@@ -79,8 +79,9 @@ class KFACState(NamedTuple):
       correction.
     factors_out: by layer name, the moving average of the output factor :math:`G`,
       ``(out_features, out_features)``.
-    inverses_in, inverses_out: the damped inverses of the bias-corrected factors, as
-      of the last refresh.
+    inverses_in: the damped inverse of each bias-corrected input factor, as of the last
+      refresh.
+    inverses_out: the same for the output factors.
     damping: ``()`` float32, :math:`\\lambda` (the next refresh uses it).
     step: like ``params``, the last step ``s`` (the parameters moved by ``-s``).
     learning_rate: ``()`` float32, the learning rate of the last step (chosen by the

@@ -68,7 +68,8 @@ class Layer:
     kind: ``'dense'``, ``'conv2d'`` or ``'embed'``.
     kernel: the index of the kernel (embedding table) in ``jax.tree.leaves(params)``.
     bias: the index of the bias, or ``None``.
-    kernel_path, bias_path: the leaves' paths (``jax.tree_util.keystr``), for display.
+    kernel_path: the kernel's path (``jax.tree_util.keystr``), for display.
+    bias_path: the bias's path, or ``None``.
     in_features: the input factor's size without the bias row: ``d_in`` (dense),
       ``C kh kw`` (conv2d), the vocabulary size (embed).
     out_features: the output factor's size.
@@ -87,7 +88,7 @@ class Layer:
 
   @property
   def in_size(self) -> int:
-    """The side of the input factor: ``in_features``, plus one for a bias."""
+    """The side of the input factor, ``in_features`` plus one for a bias."""
     return self.in_features + (self.bias is not None)
 
 

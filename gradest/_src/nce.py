@@ -163,7 +163,7 @@ def nce_loss(
     true_logits: :math:`s` of the true classes, ``batch + (num_true,)``.
     sampled_logits: :math:`s` of the negatives, ``batch + (num_sampled,)``.
     true_log_expected_count: log expected counts of the true classes, broadcastable to
-      ``true_logits`` (:attr:`Candidates.true_log_expected_count`).
+      ``true_logits`` (:attr:`gradest.samplers.Candidates.true_log_expected_count`).
     sampled_log_expected_count: those of the negatives, broadcastable to
       ``sampled_logits``; values below log(float32 tiny) are clamped there, so a
       class the sampler never draws gives a large finite correction instead of NaN.
@@ -609,7 +609,7 @@ def sampled_logits_loss(
     unique: draw the negatives until distinct (TensorFlow's default ``True``).
     shared_negatives: one set of negatives for the batch (TensorFlow's) or one per
       example.
-    exclude_true: never draw a true label (see :func:`sample_candidates`).
+    exclude_true: never draw a true label (see :func:`gradest.samplers.sample_candidates`).
     log_partition: :math:`\log Z` for ``loss="nce"`` (a scalar or per example).
     candidates: negatives drawn beforehand (TensorFlow's ``sampled_values``); then
       ``key``, ``unique``, ``shared_negatives`` and ``exclude_true`` are not used.

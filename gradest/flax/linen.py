@@ -41,7 +41,8 @@ class SampledOutput(nn.Module):
     remove_accidental_hits: ``None`` for TensorFlow's defaults (see
       :func:`gradest.sampled_logits_loss`).
     learn_log_partition: learn :math:`\log Z` for NCE.
-    kernel_init, bias_init: initializers; the kernel's default has rows of norm ~1.
+    kernel_init: the kernel's initializer; the default gives rows of norm ~1.
+    bias_init: the bias's initializer.
     param_dtype: the parameters' dtype.
     rng_collection: the rng collection the negatives are drawn from.
 
