@@ -151,3 +151,15 @@ def test_parser_reads_autosummary_blocks(indent):
   modules, names = parse_api_sources([text])
   assert modules == {"gradest.models.sbn"}
   assert names == {"gradest.fisher.fisher_diagonal", "gradest.samplers.Candidates"}
+
+
+def test_ci_builds_the_docs_with_the_documented_command():
+  """CI's docs step is the command docs/development.md gives, warnings as errors."""
+  root = API_DIR.parent.parent
+  ci = (root / ".ci" / "run").read_text()
+  development = (root / "docs" / "development.md").read_text()
+  commands = re.findall(r"sphinx-build [^'\"\n]*", ci)
+  assert commands, ".ci/run builds no documentation"
+  for command in commands:
+    assert command.strip() in development, command
+    assert " -W " in f" {command} " and " -n " in f" {command} ", command
