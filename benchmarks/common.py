@@ -4,7 +4,8 @@ Timing:
 
 * :func:`compile_ahead`: jit, lower and compile a function ahead of time (compilation is
   then never part of a timed call), with the seconds it took and the memory XLA says the
-  program needs;
+  program needs; :func:`jit` (optionally fast to compile) and :class:`JitBoth` (a function
+  jitted both ways);
 * :func:`time_call`: seconds of one call, blocking on its result;
 * :func:`time_interleaved`: seconds per call of several functions, measured in a rotating
   order so that machine noise hits all of them alike, each measurement lasting at least
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import math
 import statistics
@@ -50,6 +52,7 @@ __all__ = [
   "FAST_COMPILE_OPTIONS",
   "Column",
   "Compiled",
+  "JitBoth",
   "PlotWarning",
   "Stopwatch",
   "Timing",
@@ -59,6 +62,7 @@ __all__ = [
   "format_table",
   "integer",
   "integer_list",
+  "jit",
   "plot_series",
   "pyplot",
   "save_figure",
@@ -140,6 +144,37 @@ def compile_ahead(fn: Callable[..., Any], args: Sequence[Any], *, fast: bool = F
   except Exception:  # noqa: BLE001 - memory analysis is optional on some backends.
     pass
   return Compiled(executable, seconds, needed)
+
+
+def jit(fn: Callable[..., Any], *, fast: bool = False, **jit_kwargs: Any) -> Callable[..., Any]:
+  """:func:`jax.jit`, with :data:`FAST_COMPILE_OPTIONS` when ``fast`` (quick runs)."""
+  options = FAST_COMPILE_OPTIONS if fast else None
+  return jax.jit(fn, compiler_options=options, **jit_kwargs)
+
+
+class JitBoth:
+  """A function jitted twice: as usual, and with :data:`FAST_COMPILE_OPTIONS`.
+
+  Calling it calls the usual one; :meth:`pick` chooses (a benchmark's ``--quick`` or
+  ``--fast-compile`` mode compiles about three times faster, and runs slower). Use it as a
+  decorator: ``@functools.partial(JitBoth, static_argnames=("steps",))``.
+
+  Args:
+    fn: the function.
+    **jit_kwargs: passed on to :func:`jax.jit` (``static_argnames``, ``donate_argnums``).
+  """
+
+  def __init__(self, fn: Callable[..., Any], **jit_kwargs: Any):
+    self.default = jax.jit(fn, **jit_kwargs)
+    self.fast = jax.jit(fn, compiler_options=FAST_COMPILE_OPTIONS, **jit_kwargs)
+    functools.update_wrapper(self, fn)
+
+  def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    return self.default(*args, **kwargs)
+
+  def pick(self, fast: bool) -> Callable[..., Any]:
+    """The fast-compiling version when ``fast``, else the usual one."""
+    return self.fast if fast else self.default
 
 
 def time_call(fn: Callable[..., Any], args: Sequence[Any] = (), number: int = 1) -> float:
@@ -420,8 +455,9 @@ def series_styles(
 
   Args:
     names: the series, in legend order.
-    linestyles: name -> line style for series whose style means something (dashed for
-      biased estimators, say); their markers still tell them apart.
+    linestyles: name -> line style, where the style means something (dashed for biased
+      estimators, say): then every other series is solid, and the markers (distinct for
+      up to 12 series) tell them apart.
   """
   count = len(names)
   styles = {}
@@ -431,7 +467,7 @@ def series_styles(
     styles[name] = {
       "color": f"C{i % 10}",
       "marker": marker,
-      "linestyle": (linestyles or {}).get(name, linestyle),
+      "linestyle": linestyle if linestyles is None else linestyles.get(name, "-"),
       "linewidth": 2.6 - 1.6 * i / max(count - 1, 1),
       "zorder": 2.0 + i / max(count, 1),
       "index": i,
@@ -477,7 +513,7 @@ def annotate_bars(ax, bars, fmt: str = ".3g", fontsize: float = 7) -> None:
 def _plain_number(value: float, _pos=None) -> str:
   if value == 0:
     return "0"
-  if 1e-3 <= abs(value) < 1e5:
+  if 1e-4 <= abs(value) < 1e5:
     return f"{value:g}"
   exponent = math.floor(math.log10(abs(value)) + 1e-9)
   mantissa = value / 10.0**exponent
@@ -508,6 +544,8 @@ def _log_ticks(low: float, high: float) -> list[float]:
 def _readable_log_axis(axis, low: float, high: float) -> None:
   from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
+  if isinstance(axis.get_major_locator(), FixedLocator):  # ticks the plot chose itself
+    return
   ticks = _log_ticks(low, high)
   if not ticks:
     return
@@ -578,8 +616,9 @@ def save_figure(fig, path: str, dpi: int = 110) -> None:
 
   Log axes get plain-number ticks chosen for the shown range: powers of ten, or 1-2-5 per
   decade, or every integer multiple, or linear steps in a range narrower than a factor of
-  two, so that at least three are labelled. A figure without a layout engine gets
-  ``tight_layout``. Warns with :class:`PlotWarning` for each of :func:`figure_problems`.
+  two, so that at least three are labelled (an axis given fixed ticks keeps them). A
+  figure without a layout engine gets ``tight_layout``. Warns with :class:`PlotWarning`
+  for each of :func:`figure_problems`.
   """
   plt = pyplot()
   for ax in fig.axes:

@@ -160,7 +160,7 @@ def test_series_styles_are_distinct():
   # Up to 12 series have distinct markers, so meaningful line styles keep them apart.
   dashed = common.series_styles(names[:12], linestyles={n: "--" for n in names[:6]})
   assert len({(s["marker"], s["linestyle"]) for s in dashed.values()}) == 12
-  assert dashed["s0"]["linestyle"] == "--"
+  assert dashed["s0"]["linestyle"] == "--" and dashed["s6"]["linestyle"] == "-"
   widths = [s["linewidth"] for s in styles.values()]
   assert widths == sorted(widths, reverse=True)  # later series thinner, drawn on top
 

@@ -20,6 +20,10 @@ from benchmarks import skipgram_data as data
 from gradest.models import skipgram
 from gradest.samplers import LogUniformSampler, UniformSampler, unigram_sampler
 
+# Every figure a run writes meets the plot contract (benchmarks.common.figure_problems):
+# save_figure's PlotWarning fails the test.
+pytestmark = pytest.mark.filterwarnings("error::benchmarks.common.PlotWarning")
+
 FILES = ("skipgram.csv", "skipgram.json", "skipgram.png")
 # The --quick corpus: 4 topics x 2 roles x 6 synonyms + 8 function words.
 TOPICS, ROLES, SYNONYMS, FUNCTION = 4, 2, 6, 8
