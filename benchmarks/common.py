@@ -511,13 +511,16 @@ def annotate_bars(ax, bars, fmt: str = ".3g", fontsize: float = 7) -> None:
 
 
 def _plain_number(value: float, _pos=None) -> str:
+  return f"{value:g}"
+
+
+def _power_of_ten(value: float, _pos=None) -> str:
+  """``10^k`` or ``m x 10^k`` (mathtext)."""
   if value == 0:
     return "0"
-  if 1e-4 <= abs(value) < 1e5:
-    return f"{value:g}"
   exponent = math.floor(math.log10(abs(value)) + 1e-9)
   mantissa = value / 10.0**exponent
-  if abs(mantissa - round(mantissa)) < 1e-6 and round(mantissa) == 1:
+  if abs(mantissa - 1) < 1e-6:
     return f"$10^{{{exponent}}}$"
   return f"${mantissa:.3g}\\times10^{{{exponent}}}$"
 
@@ -550,7 +553,9 @@ def _readable_log_axis(axis, low: float, high: float) -> None:
   if not ticks:
     return
   axis.set_major_locator(FixedLocator(ticks))
-  axis.set_major_formatter(FuncFormatter(_plain_number))
+  # One notation per axis: plain numbers where every tick reads well so, else powers of ten.
+  plain = all(1e-4 <= abs(t) < 1e5 for t in ticks)
+  axis.set_major_formatter(FuncFormatter(_plain_number if plain else _power_of_ten))
   axis.set_minor_formatter(NullFormatter())
 
 
