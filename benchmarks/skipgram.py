@@ -374,11 +374,11 @@ def plot(result, embeddings, corpus, path):
     )
   ax.set_xticks(x)
   ax.set_xticklabels([g[0] for g in groups], rotation=20, ha="right", fontsize=8)
-  ax.set_ylim(0, 1.05)
+  ax.set_ylim(0, 1.2)  # room for the legend above the bars
   ax.set_xlabel("configuration")
   ax.set_ylabel("quality (fraction; dotted: chance)")
   ax.set_title(f"V = {corpus.vocab_size}, {result['corpus']['tokens']:,} tokens")
-  ax.legend(fontsize=8, loc="upper right")
+  ax.legend(fontsize=8, loc="upper center", ncol=len(MEASURES))
 
   # Cell means minus their topic's mean: what is left is the role offset, which the
   # planted analogies say is the same in every topic.
