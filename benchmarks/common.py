@@ -494,13 +494,17 @@ def plot_series(ax, x, y, style: Mapping[str, Any], label: str | None = None, **
 
 
 def annotate_bars(ax, bars, fmt: str = ".3g", fontsize: float = 7) -> None:
-  """Writes each bar's height (its top value when the bar starts elsewhere) above it."""
+  """Writes each bar's height (its top value when the bar starts elsewhere) above it, in
+  plain digits below 100000 (``3960``, not ``3.96e+03``)."""
   for bar in bars:
     top = bar.get_y() + bar.get_height()
     if not math.isfinite(top):
       continue
+    text = format(top, fmt)
+    if "e" in text and 1e-4 <= abs(top) < 1e5:  # 3.96e+03 -> 3960
+      text = f"{float(text):g}"
     ax.annotate(
-      format(top, fmt),
+      text,
       (bar.get_x() + bar.get_width() / 2, top),
       xytext=(0, 2),
       textcoords="offset points",

@@ -201,7 +201,7 @@ def test_figure_problems_names_each_broken_rule(tmp_path):
 def test_annotate_bars_writes_each_value():
   plt = common.pyplot()
   fig, ax = plt.subplots()
-  bars = ax.bar([0, 1], [16.0, 250.0])
+  bars = ax.bar([0, 1, 2], [16.0, 250.0, 3961.7])
   common.annotate_bars(ax, bars)
-  assert sorted(t.get_text() for t in ax.texts) == ["16", "250"]
+  assert sorted(t.get_text() for t in ax.texts) == ["16", "250", "3960"]
   plt.close(fig)
