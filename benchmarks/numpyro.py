@@ -659,7 +659,7 @@ def plot_variance(rows, path):
       ax.set_yticks(range(len(names)), names, fontsize=7)
       ax.set_ylim(len(names) - 0.5, -0.5)
       ax.set_title(f"{problem}, {point} (sites: {', '.join(sites)})", fontsize=9)
-      ax.set_xlabel("variance ratio TraceGraph_ELBO / estimator (> 1: lower variance)", fontsize=8)
+      ax.set_xlabel("variance of TraceGraph_ELBO / of estimator (> 1: lower)", fontsize=8)
       ax.set_ylabel("estimator", fontsize=8)
       ax.grid(True, axis="x", which="major", alpha=0.3)
   fig.suptitle("Gradient variance against TraceGraph_ELBO (filled: first site, hollow: others)")
