@@ -827,6 +827,7 @@ def plot_cost(rows, path):
   ax.axvline(1.0, color="k", lw=0.8)
   ax.axvline(2.0, color="tab:red", ls="--", lw=0.8, label="target for one GGN product")
   ax.set_yticks(range(len(rows)), names, fontsize=8)
+  ax.margins(x=0.1)  # room for the printed values
   ax.invert_yaxis()
   ax.set_xlabel("cost in gradient-equivalents (time / time of one gradient)")
   ax.set_ylabel("function")
