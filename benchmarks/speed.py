@@ -1050,13 +1050,18 @@ def plot(rows: Sequence[dict[str, Any]], path: str, statistic: str = "min") -> N
     handles = [
       Patch(color=f"C{i}", label=name) for i, name in enumerate(ESTIMATORS) if name in shown
     ]
-    ax.legend(handles=[*ax.get_legend_handles_labels()[0], *handles], loc="upper left", fontsize=7)
+    ax.legend(  # beside the bars, not over them
+      handles=[*ax.get_legend_handles_labels()[0], *handles],
+      loc="upper left",
+      bbox_to_anchor=(1.005, 1.0),
+      fontsize=7,
+    )
     if not finite.size:
       ax.text(0.5, 0.5, "no optax timings", transform=ax.transAxes, ha="center")
   axes[-1].set_xticks(x)
   axes[-1].set_xticklabels(labels, rotation=90, fontsize=7)
   axes[-1].set_xlabel("cost, estimator, mode, dimension D and samples N")
-  axes[0].set_xlabel("(cells as below)")
+  axes[0].set_xlabel("the same cells as below")
   fig.suptitle(f"gradest speed: ratios of the {statistic} time per call, measured in the same run")
   save_figure(fig, path, dpi=120)
 
