@@ -36,7 +36,9 @@ recorded; at the end, the test ELBO and the test importance-weighted bound with
 
 Outputs (in ``--out``): ``toy.csv``, ``sbn.csv``, ``discrete.json`` (everything,
 curves included) and the plots ``toy_variance.png``, ``toy_curves.png``,
-``sbn_elbo.png``, ``sbn_variance.png``.
+``sbn_elbo.png``, ``sbn_variance.png``. ``--quick`` (for the tests) shrinks every size and
+turns XLA's backend optimizations off (``--fast-compile``: compilation, most of a quick
+run, is about three times faster).
 
 References:
   Tucker et al., *REBAR*, NeurIPS 2017. Grathwohl et al., *Backpropagation through the
@@ -64,7 +66,19 @@ import optax
 from tqdm import tqdm
 
 import gradest
-from benchmarks.common import Stopwatch, integer, pyplot, write_csv, write_json
+from benchmarks.common import (
+  Column,
+  JitBoth,
+  Stopwatch,
+  format_table,
+  integer,
+  plot_series,
+  pyplot,
+  save_figure,
+  series_styles,
+  write_csv,
+  write_json,
+)
 from benchmarks.datasets import load_binarized_digits
 from gradest.distributions import Bernoulli
 from gradest.models import apply_mlp, init_mlp, sbn
@@ -204,7 +218,7 @@ def _adam_cv(cfg):
 
 
 # The target is a traced argument: toys of the same dimension share one compilation.
-@functools.partial(jax.jit, static_argnames=("name", "cfg", "steps"))
+@functools.partial(JitBoth, static_argnames=("name", "cfg", "steps"))
 def tune_cv(name, target, cfg, steps, logits, cv_params, key):
   """Trains the control variate at fixed logits for ``steps`` Adam steps."""
   opt = _adam_cv(cfg)
@@ -221,7 +235,7 @@ def tune_cv(name, target, cfg, steps, logits, cv_params, key):
   return cv_params
 
 
-@functools.partial(jax.jit, static_argnames=("name", "cfg", "repeats"))
+@functools.partial(JitBoth, static_argnames=("name", "cfg", "repeats"))
 def toy_estimates(name, target, cfg, repeats, logits, cv_params, key):
   """``repeats`` independent estimates, shape ``(repeats, dim)``."""
   keys = jax.random.split(key, repeats)
@@ -229,7 +243,7 @@ def toy_estimates(name, target, cfg, repeats, logits, cv_params, key):
   return jax.vmap(lambda k: estimate(name, f, logits, k, cv_params, cfg)[0])(keys)
 
 
-@functools.partial(jax.jit, static_argnames=("name", "cfg", "steps"))
+@functools.partial(JitBoth, static_argnames=("name", "cfg", "steps"))
 def toy_optimize(name, target, cfg, steps, learning_rate, cv_params, key):
   """Adam on the logits from 0; returns the exact expected cost after every step."""
   opt, cv_opt = optax.adam(learning_rate), _adam_cv(cfg)
@@ -258,8 +272,9 @@ def toy_rows(toy: Toy, name: str, thetas, cfg, args, key) -> list[dict]:
     k_init, k_tune, k_est = jax.random.split(jax.random.fold_in(key, i), 3)
     cv = init_cv(name, k_init, toy.dim, cfg)
     if name in LEARNED_CV and args.cv_steps > 0:
-      cv = tune_cv(name, toy.t(), cfg, args.cv_steps, logits, cv, k_tune)
-    g = toy_estimates(name, toy.t(), cfg, args.repeats, logits, cv, k_est)
+      cv = tune_cv.pick(args.fast_compile)(name, toy.t(), cfg, args.cv_steps, logits, cv, k_tune)
+    estimates = toy_estimates.pick(args.fast_compile)
+    g = estimates(name, toy.t(), cfg, args.repeats, logits, cv, k_est)
     g = np.asarray(g, np.float64)
     exact = np.asarray(toy.exact_grad(logits), np.float64)
     mean = g.mean(0)
@@ -336,7 +351,7 @@ def _recognition_grad_variance(name, params, cv_params, x, key, cfg, repeats):
   return jnp.mean(jnp.var(grads["recognition"]["w"], axis=0, ddof=1))
 
 
-@functools.partial(jax.jit, static_argnames=("name", "cfg", "steps", "batch_size", "lr", "repeats"))
+@functools.partial(JitBoth, static_argnames=("name", "cfg", "steps", "batch_size", "lr", "repeats"))
 def sbn_chunk(name, cfg, steps, batch_size, lr, repeats, carry, data, eval_x, var_x, key):
   """``steps`` training steps, then the training ELBO and the gradient variance."""
   opt, cv_opt = optax.adam(lr), _adam_cv(cfg)
@@ -361,7 +376,7 @@ def sbn_chunk(name, cfg, steps, batch_size, lr, repeats, carry, data, eval_x, va
   return carry, train_elbo, variance
 
 
-@functools.partial(jax.jit, static_argnames=("iw_samples",))
+@functools.partial(JitBoth, static_argnames=("iw_samples",))
 def sbn_final(params, test_x, key, iw_samples):
   k1, k2 = jax.random.split(key)
   test_elbo = jnp.mean(sbn.elbo(params, test_x, k1, num_samples=10))
@@ -383,7 +398,7 @@ def run_sbn(name, cfg, args, data, key, progress) -> dict:
   chunks = max(1, args.sbn_steps // args.eval_every)
   for c in range(chunks):
     n = args.eval_every if c < chunks - 1 else args.sbn_steps - done
-    carry, elbo, var = sbn_chunk(
+    carry, elbo, var = sbn_chunk.pick(args.fast_compile)(
       name,
       cfg,
       n,
@@ -402,7 +417,8 @@ def run_sbn(name, cfg, args, data, key, progress) -> dict:
     variances.append(float(var))
     progress()
   seconds = clock()
-  test_elbo, test_iw = sbn_final(carry[0], test, k_final, args.iw_samples)
+  final = sbn_final.pick(args.fast_compile)
+  test_elbo, test_iw = final(carry[0], test, k_final, args.iw_samples)
   return {
     "estimator": name,
     "steps": steps,
@@ -442,87 +458,94 @@ SBN_COLUMNS = (
 )
 
 
+TOY_TABLE = (
+  Column("problem", "problem"),
+  Column("theta", "theta", ".2f"),
+  Column("estimator", "estimator"),
+  Column("bias/se", "bias_se", ".2f"),
+  Column("rel_bias", "rel_bias", ".3f"),
+  Column("variance", "variance", ".4g"),
+)
+SBN_TABLE = (
+  Column("estimator", "estimator"),
+  Column("train ELBO", "final_train_elbo", ".3f"),
+  Column("test ELBO", "test_elbo", ".3f"),
+  Column("test IW bound", "test_iw_bound", ".3f"),
+  Column("log10 var", "mean_log10_variance", ".3f"),
+  Column("seconds", "seconds", ".1f"),
+)
+
+
 def format_toy_table(rows) -> str:
-  head = (
-    f"{'problem':<10} {'theta':>6} {'estimator':<17} {'bias/se':>8} {'rel_bias':>9} "
-    f"{'variance':>11}"
-  )
-  lines = [head, "-" * len(head)]
-  for r in rows:
-    lines.append(
-      f"{r['problem']:<10} {r['theta']:>6.2f} {r['estimator']:<17} {r['bias_se']:>8.2f} "
-      f"{r['rel_bias']:>9.3f} {r['variance']:>11.4g}"
-    )
-  return "\n".join(lines)
+  return format_table(rows, TOY_TABLE)
 
 
 def format_sbn_table(results) -> str:
-  head = (
-    f"{'estimator':<17} {'train ELBO':>10} {'test ELBO':>10} {'test IW bound':>13} "
-    f"{'log10 var':>9} {'seconds':>8}"
-  )
-  lines = [head, "-" * len(head)]
-  for r in results:
-    lines.append(
-      f"{r['estimator']:<17} {r['final_train_elbo']:>10.3f} {r['test_elbo']:>10.3f} "
-      f"{r['test_iw_bound']:>13.3f} {r['mean_log10_variance']:>9.3f} {r['seconds']:>8.1f}"
-    )
-  return "\n".join(lines)
+  return format_table(results, SBN_TABLE)
+
+
+def _dashed(names) -> dict[str, str]:
+  """Biased estimators (and wake-sleep, which follows no unbiased gradient) dashed."""
+  return {n: "--" for n in names if n in BIASED or n == "wake_sleep"}
 
 
 def plot_toy_variance(rows, toys, path):
   plt = pyplot()
   fig, axes = plt.subplots(1, len(toys), figsize=(5 * len(toys), 4), squeeze=False)
+  styles = series_styles(ESTIMATORS, _dashed(ESTIMATORS))
   for ax, toy in zip(axes[0], toys, strict=True):
     for name in ESTIMATORS:
       sel = [r for r in rows if r["problem"] == toy.name and r["estimator"] == name]
       if not sel:
         continue
-      ax.semilogy(
+      plot_series(
+        ax,
         [r["theta"] for r in sel],
         [max(r["variance"], 1e-12) for r in sel],
-        "--" if name in BIASED else "-",
-        marker="o",
+        styles[name],
         label=name,
       )
-    ax.set_title(toy.name)
-    ax.set_xlabel("theta")
-    ax.set_ylabel("variance of one estimate")
+    ax.set_yscale("log")
+    ax.set_title(f"{toy.name}: variance at each theta")
+    ax.set_xlabel("theta (logit of every coordinate)")
+    ax.set_ylabel("variance of one estimate (summed over coordinates)")
   axes[0][0].legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  fig.suptitle("dashed: biased estimators")
+  save_figure(fig, path)
 
 
 def plot_toy_curves(curves, toys, path):
   plt = pyplot()
   fig, axes = plt.subplots(1, len(toys), figsize=(5 * len(toys), 4), squeeze=False)
+  names = list(dict.fromkeys(n for toy in toys for n in curves[toy.name]))
+  styles = series_styles(names, _dashed(names))
   for ax, toy in zip(axes[0], toys, strict=True):
     for name, losses in curves[toy.name].items():
-      ax.plot(np.asarray(losses) - toy.minimum(), "--" if name in BIASED else "-", label=name)
+      gap = np.maximum(np.asarray(losses) - toy.minimum(), 1e-12)
+      plot_series(ax, np.arange(1, len(gap) + 1), gap, styles[name], label=name)
     ax.set_yscale("log")
-    ax.set_title(f"{toy.name}: E[f] - min")
-    ax.set_xlabel("step")
+    ax.set_title(f"{toy.name}: exact E[f] - min E[f]")
+    ax.set_xlabel("Adam step")
+    ax.set_ylabel("E[f] - min (exact, from the logits)")
   axes[0][0].legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  fig.suptitle("dashed: biased estimators")
+  save_figure(fig, path)
 
 
 def plot_sbn(results, key, ylabel, path, log=False):
   plt = pyplot()
   fig, ax = plt.subplots(figsize=(6, 4))
+  names = [r["estimator"] for r in results]
+  styles = series_styles(names, _dashed(names))
   for r in results:
-    style = "--" if r["estimator"] in BIASED + ("wake_sleep",) else "-"
-    ax.plot(r["steps"], r[key], style, marker=".", label=r["estimator"])
+    plot_series(ax, r["steps"], r[key], styles[r["estimator"]], label=r["estimator"])
   if log:
     ax.set_yscale("log")
-  ax.set_xlabel("step")
+  ax.set_xlabel("training step")
   ax.set_ylabel(ylabel)
+  ax.set_title("Sigmoid belief net on binarized digits (dashed: biased)", fontsize=10)
   ax.legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------------------
@@ -559,10 +582,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   parser.add_argument("--seed", type=integer, default=0, help="PRNG seed")
   parser.add_argument("--out", default=os.path.join("bench_out", "discrete"), help="output dir")
   parser.add_argument("--quick", action="store_true", help="tiny settings (for tests)")
+  parser.add_argument(
+    "--fast-compile", action="store_true", help="XLA backend optimizations off (implied by --quick)"
+  )
   parser.add_argument("--no-plots", action="store_true", help="skip the PNG files")
   parser.add_argument("--quiet", action="store_true", help="no table, no progress bar")
   args = parser.parse_args(argv)
   quick = args.quick
+  args.fast_compile = args.fast_compile or quick
   defaults = {
     "repeats": (200, 2000),
     "thetas": ([-1.0, 1.0], [-2.0, -1.0, 0.0, 1.0, 2.0]),
@@ -627,7 +654,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         bar.update()
         k_cv, k_opt = jax.random.split(jax.random.fold_in(jax.random.fold_in(root, ti), 1))
         cv = init_cv(name, k_cv, toy.dim, cfg)
-        losses = toy_optimize(name, toy.t(), cfg, args.toy_steps, args.toy_lr, cv, k_opt)
+        optimize = toy_optimize.pick(args.fast_compile)
+        losses = optimize(name, toy.t(), cfg, args.toy_steps, args.toy_lr, cv, k_opt)
         curves[toy.name][name] = [float(v) for v in np.asarray(losses)]
         bar.update()
 
@@ -658,7 +686,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
       plot_toy_variance(toy_rows_all, toys, os.path.join(args.out, "toy_variance.png"))
       plot_toy_curves(curves, toys, os.path.join(args.out, "toy_curves.png"))
     if sbn_results:
-      plot_sbn(sbn_results, "train_elbo", "training ELBO", os.path.join(args.out, "sbn_elbo.png"))
+      plot_sbn(
+        sbn_results,
+        "train_elbo",
+        "training ELBO (nats per image)",
+        os.path.join(args.out, "sbn_elbo.png"),
+      )
       plot_sbn(
         sbn_results,
         "grad_variance",

@@ -106,10 +106,15 @@ import optax
 
 import gradest
 from benchmarks.common import (
+  Column,
   Stopwatch,
   compile_ahead,
+  format_table,
   integer,
+  plot_series,
   pyplot,
+  save_figure,
+  series_styles,
   time_call,
   time_interleaved,
   write_csv,
@@ -768,75 +773,75 @@ CONVERGENCE_COLUMNS = (
 )
 
 
+COST_TABLE = (
+  Column("function", "function"),
+  Column("ms", "ms", ".3f"),
+  Column("gradients", "gradients", ".2f"),
+  Column("(median)", "gradients_median", ".2f"),
+  Column("products", lambda r: r.get("products", 0), "d"),
+)
+CONVERGENCE_TABLE = (
+  Column("problem", "problem"),
+  Column("optimizer", "optimizer"),
+  Column("lr", lambda r: "auto" if r["learning_rate"] is None else f"{r['learning_rate']:g}"),
+  Column("steps", "steps", "d"),
+  Column("to target", "steps_to_target", "d"),
+  Column("seconds", "seconds_to_target", ".2f"),
+  Column("compile", "compile_seconds", ".1f"),
+  Column("final loss", "final_loss", ".4f"),
+  Column("ms/step", "ms_per_step_median", ".2f"),
+  Column("x Adam", "vs_adam_median", ".2f"),
+  Column("(amort.)", "vs_adam_amortized", ".2f"),
+  Column("to kfac-jax", "seconds_to_reference", ".2f"),
+  Column("status", lambda r: "" if r["status"] == "ok" else r["status"]),
+)
+
+
 def format_cost_table(rows) -> str:
-  head = f"{'function':<24} {'ms':>9} {'gradients':>10} {'(median)':>9} {'products':>9}"
-  lines = [head, "-" * len(head)]
-  for r in rows:
-    lines.append(
-      f"{r['function']:<24} {r['ms']:>9.3f} {r['gradients']:>10.2f} {r['gradients_median']:>9.2f}"
-      f" {r.get('products', 0):>9d}"
-    )
-  return "\n".join(lines)
-
-
-def _fmt(x, spec):
-  return "-" if x is None else format(x, spec)
+  return format_table(rows, COST_TABLE)
 
 
 def format_convergence_table(rows) -> str:
   """The convergence rows as a text table (seconds after compilation; "x Adam": per-step
-  cost over Adam's, median and amortized; "to kfac-jax": seconds to kfac-jax's final loss)."""
-  head = (
-    f"{'problem':<17} {'optimizer':<21} {'lr':>5} {'steps':>5} {'to target':>9} "
-    f"{'seconds':>8} {'compile':>7} {'final loss':>10} {'ms/step':>8} {'x Adam':>6} "
-    f"{'(amort.)':>8} {'to kfac-jax':>11}"
-  )
-  lines = [head, "-" * len(head)]
-  for r in rows:
-    lr = r["learning_rate"]
-    lr = "auto" if lr is None else f"{lr:g}"
-    if r["status"] != "ok" and r["final_loss"] is None:
-      lines.append(f"{r['problem']:<17} {r['optimizer']:<21} {'-':>5}  {r['status']}")
-      continue
-    line = (
-      f"{r['problem']:<17} {r['optimizer']:<21} {lr:>5} {r['steps']:>5d} "
-      f"{_fmt(r['steps_to_target'], 'd'):>9} {_fmt(r['seconds_to_target'], '.2f'):>8} "
-      f"{_fmt(r['compile_seconds'], '.1f'):>7} {_fmt(r['final_loss'], '.4f'):>10} "
-      f"{_fmt(r['ms_per_step_median'], '.2f'):>8} {_fmt(r['vs_adam_median'], '.2f'):>6} "
-      f"{_fmt(r['vs_adam_amortized'], '.2f'):>8} {_fmt(r['seconds_to_reference'], '.2f'):>11}"
-    )
-    if r["status"] != "ok":
-      line += f"  {r['status']}"
-    lines.append(line)
-  return "\n".join(lines)
+  cost over Adam's, median and amortized; "to kfac-jax": seconds to kfac-jax's final loss;
+  a run that did not happen shows its status)."""
+  return format_table(rows, CONVERGENCE_TABLE)
 
 
 def plot_cost(rows, path):
   plt = pyplot()
-  fig, ax = plt.subplots(figsize=(7, 3.5))
+  fig, ax = plt.subplots(figsize=(7, 3.8))
   names = [r["function"] for r in rows]
-  ax.barh(range(len(rows)), [r["gradients"] for r in rows], color="tab:blue")
+  bars = ax.barh(range(len(rows)), [r["gradients"] for r in rows], color="tab:blue")
+  for bar in bars:
+    width = bar.get_width()
+    if np.isfinite(width):
+      ax.annotate(
+        f"{width:.2f}",
+        (width, bar.get_y() + bar.get_height() / 2),
+        xytext=(3, 0),
+        textcoords="offset points",
+        va="center",
+        fontsize=7,
+      )
   ax.axvline(1.0, color="k", lw=0.8)
   ax.axvline(2.0, color="tab:red", ls="--", lw=0.8, label="target for one GGN product")
   ax.set_yticks(range(len(rows)), names, fontsize=8)
+  ax.margins(x=0.1)  # room for the printed values
   ax.invert_yaxis()
-  ax.set_xlabel("cost in gradient-equivalents")
+  ax.set_xlabel("cost in gradient-equivalents (time / time of one gradient)")
+  ax.set_ylabel("function")
+  ax.set_title("Cost of the Fisher and natural-gradient pieces")
   ax.legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-
-
-MARKERS = "os^vDP*Xh<>"
+  save_figure(fig, path)
 
 
 def plot_convergence(rows, path):
   """Training loss against steps (top) and against seconds after compilation (bottom)."""
-  from matplotlib import ticker
-
   plt = pyplot()
   problems = list(dict.fromkeys(r["problem"] for r in rows))
   optimizers = list(dict.fromkeys(r["optimizer"] for r in rows))
+  styles = series_styles(optimizers)
   fig, axes = plt.subplots(2, len(problems), figsize=(4.6 * len(problems), 7.5), squeeze=False)
   for col, problem in enumerate(problems):
     top, bottom = axes[0][col], axes[1][col]
@@ -847,15 +852,9 @@ def plot_convergence(rows, path):
       steps = np.arange(1, len(losses) + 1)
       seconds = np.asarray(r["seconds"], dtype=float)
       lr = r["learning_rate"]
-      style = dict(
-        marker=MARKERS[optimizers.index(r["optimizer"]) % len(MARKERS)],
-        markevery=max(1, len(losses) // 8),
-        markersize=4,
-        lw=1.2,
-        label=f"{r['optimizer']} (lr {'auto' if lr is None else f'{lr:g}'})",
-      )
-      top.plot(steps, losses, **style)
-      bottom.plot(seconds[1:], losses[1:], **style)
+      label = f"{r['optimizer']} (lr {'auto' if lr is None else f'{lr:g}'})"
+      plot_series(top, steps, losses, styles[r["optimizer"]], label=label)
+      plot_series(bottom, seconds[1:], losses[1:], styles[r["optimizer"]], label=label)
     start = max(
       (r["losses"][0] for r in rows if r["problem"] == problem and r["losses"]), default=1
     )
@@ -866,21 +865,14 @@ def plot_convergence(rows, path):
       low, high = ax.get_ylim()
       if np.isfinite(start) and high > 3 * start:  # a diverged run: clip it
         ax.set_ylim(low, 3 * start)
-      ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
-      low, high = ax.get_ylim()
-      if high < 30 * low:  # less than a decade and a half: label the minor ticks too
-        ax.yaxis.set_minor_formatter(ticker.FormatStrFormatter("%g"))
-        ax.tick_params(axis="y", which="minor", labelsize=7)
-      ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
-      ax.set_ylabel("training loss")
+      ax.set_ylabel("training loss (mean NLL, nats)")
       ax.grid(True, which="both", lw=0.3, alpha=0.5)
     top.set_title(f"{problem} (target {TARGETS[problem]:g}, dotted)")
     top.set_xlabel("step + 1")
+    bottom.set_title(f"{problem}: against time")
     bottom.set_xlabel("seconds after compilation")
   axes[0][0].legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------------------

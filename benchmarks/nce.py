@@ -66,10 +66,16 @@ import numpy as np
 
 import gradest
 from benchmarks.common import (
+  Column,
   Stopwatch,
+  format_table,
   integer,
   integer_list,
+  jit,
+  plot_series,
   pyplot,
+  save_figure,
+  series_styles,
   time_call,
   time_interleaved,
   write_csv,
@@ -95,24 +101,32 @@ def make_layer(num_classes: int, dim: int, batch: int, seed: int = 0):
   return hidden, weights, biases, labels
 
 
-def full_softmax_step():
+def full_softmax_step(fast: bool = False):
   def loss(hidden, weights, biases, labels):
     return gradest.full_softmax_loss(hidden, weights, biases, labels).mean()
 
-  return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))
+  return jit(jax.value_and_grad(loss, argnums=(0, 1, 2)), fast=fast)
 
 
-def dense_step(loss_name: str, sampler, num_sampled: int):
+def dense_step(loss_name: str, sampler, num_sampled: int, fast: bool = False):
   def loss(hidden, weights, biases, labels, key):
     return gradest.sampled_logits_loss(
-      hidden, weights, biases, labels, key, sampler=sampler, num_sampled=num_sampled,
+      hidden,
+      weights,
+      biases,
+      labels,
+      key,
+      sampler=sampler,
+      num_sampled=num_sampled,
       loss=loss_name,
     ).mean()
 
-  return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))
+  return jit(jax.value_and_grad(loss, argnums=(0, 1, 2)), fast=fast)
 
 
-def sparse_step(loss_name: str, sampler, num_sampled: int, learning_rate: float = 0.1):
+def sparse_step(
+  loss_name: str, sampler, num_sampled: int, learning_rate: float = 0.1, fast: bool = False
+):
   """One SGD step that touches only the true and sampled rows (tables donated).
 
   The rows of the batch's ids are gathered once; the logits come from slices of that
@@ -129,9 +143,7 @@ def sparse_step(loss_name: str, sampler, num_sampled: int, learning_rate: float 
     def loss(hidden, rows, row_biases):
       true = jnp.sum(hidden * rows[:b], axis=-1, keepdims=True) + row_biases[:b, None]
       sampled = hidden @ rows[b:].T + row_biases[b:]
-      per_example = gradest.candidate_sampling_loss(
-        true, sampled, labels, c, loss=loss_name
-      )
+      per_example = gradest.candidate_sampling_loss(true, sampled, labels, c, loss=loss_name)
       return per_example.mean()
 
     value, (g_hidden, g_rows, g_biases) = jax.value_and_grad(loss, argnums=(0, 1, 2))(
@@ -141,7 +153,7 @@ def sparse_step(loss_name: str, sampler, num_sampled: int, learning_rate: float 
     biases = biases.at[ids].add(-learning_rate * g_biases)
     return weights, biases, value, g_hidden
 
-  return jax.jit(step, donate_argnums=(0, 1))
+  return jit(step, fast=fast, donate_argnums=(0, 1))
 
 
 class Stateful:
@@ -159,13 +171,16 @@ def time_vocab(num_classes: int, args, progress) -> list[dict[str, Any]]:
   hidden, weights, biases, labels = make_layer(num_classes, args.dim, args.batch)
   sampler = LogUniformSampler(num_classes)
   key = jax.random.key(1)
-  fns = {"full_softmax": functools.partial(full_softmax_step(), hidden, weights, biases, labels)}
+  fast = args.quick
+  fns = {
+    "full_softmax": functools.partial(full_softmax_step(fast), hidden, weights, biases, labels)
+  }
   for name in args.losses:
     fns[f"{name}/dense"] = functools.partial(
-      dense_step(name, sampler, args.num_sampled), hidden, weights, biases, labels, key
+      dense_step(name, sampler, args.num_sampled, fast=fast), hidden, weights, biases, labels, key
     )
     fns[f"{name}/sparse"] = Stateful(
-      sparse_step(name, sampler, args.num_sampled), weights, biases, hidden, labels, key
+      sparse_step(name, sampler, args.num_sampled, fast=fast), weights, biases, hidden, labels, key
     )
   first = {}
   for name, fn in fns.items():
@@ -182,8 +197,14 @@ def time_vocab(num_classes: int, args, progress) -> list[dict[str, Any]]:
     loss, _, mode = name.partition("/")
     rows.append(
       dict(
-        vocab=num_classes, method=name, loss=loss, mode=mode or "full", median_s=median,
-        min_s=t.min, repeats=t.repeats, full_over_this=full / median,
+        vocab=num_classes,
+        method=name,
+        loss=loss,
+        mode=mode or "full",
+        median_s=median,
+        min_s=t.min,
+        repeats=t.repeats,
+        full_over_this=full / median,
       )
     )
   progress(f"V={num_classes}: full softmax {full * 1e3:.1f} ms")
@@ -204,7 +225,8 @@ def sampler_rows(args, progress) -> list[dict[str, Any]]:
     "uniform": (lambda key, s, n: s.sample(key, (n,)), UniformSampler(v)),
     "jax.random.choice(p=)": (lambda key, p, n: jax.random.choice(key, v, (n,), p=p), probs),
     "jax.random.categorical": (
-      lambda key, lg, n: jax.random.categorical(key, lg, shape=(n,)), logits
+      lambda key, lg, n: jax.random.categorical(key, lg, shape=(n,)),
+      logits,
     ),
   }
   rows = []
@@ -214,19 +236,22 @@ def sampler_rows(args, progress) -> list[dict[str, Any]]:
     for name, (draw, data) in methods.items():
       if name == "jax.random.categorical" and n * v > args.categorical_max:
         continue
-      fn = functools.partial(jax.jit(draw, static_argnums=2), key, data, n)
+      fn = functools.partial(jit(draw, fast=args.quick, static_argnums=2), key, data, n)
       time_call(fn)
       first[name] = time_call(fn)
       fns[name] = fn
     times = time_interleaved(
-      fns, (), args.repeats, args.min_time, first, budget=args.budget / len(args.draws),
+      fns,
+      (),
+      args.repeats,
+      args.min_time,
+      first,
+      budget=args.budget / len(args.draws),
       same_number=False,
     )
     for name, t in times.items():
       median = t.median
-      rows.append(
-        dict(vocab=v, method=name, draws=n, median_s=median, draws_per_s=n / median)
-      )
+      rows.append(dict(vocab=v, method=name, draws=n, median_s=median, draws_per_s=n / median))
     progress(f"sampler draws={n}: done")
   # Ratios against the baselines at each draw count.
   for row in rows:
@@ -283,9 +308,15 @@ def table_child(mode: str, num_classes: int, repeats: int, path: str) -> dict[st
   warm = [time_call(build, (counts, TABLE_POWER)) for _ in range(repeats)]
   np.save(path, implied)
   return dict(
-    vocab=num_classes, mode=mode, first_s=first, min_s=float(np.min(warm)),
-    median_s=float(np.median(warm)), repeats=repeats, peak_extra_mb=peak / 1e6,
-    table_mb=table_bytes / 1e6, memory_over_table=peak / table_bytes,
+    vocab=num_classes,
+    mode=mode,
+    first_s=first,
+    min_s=float(np.min(warm)),
+    median_s=float(np.median(warm)),
+    repeats=repeats,
+    peak_extra_mb=peak / 1e6,
+    table_mb=table_bytes / 1e6,
+    memory_over_table=peak / table_bytes,
   )
 
 
@@ -318,8 +349,14 @@ def table_rows(args, progress) -> list[dict[str, Any]]:
       for mode in ("concrete", "traced"):
         path = os.path.join(tmp, f"{mode}_{v}.npy")
         command = [
-          sys.executable, "-m", "benchmarks.nce", "--table-child", mode, str(v),
-          str(args.table_repeats), path,
+          sys.executable,
+          "-m",
+          "benchmarks.nce",
+          "--table-child",
+          mode,
+          str(v),
+          str(args.table_repeats),
+          path,
         ]
         out = subprocess.run(command, capture_output=True, text=True, check=True)
         row = json.loads(out.stdout.strip().splitlines()[-1])
@@ -337,109 +374,158 @@ def table_rows(args, progress) -> list[dict[str, Any]]:
 
 
 def format_time_table(rows) -> str:
+  """Milliseconds per loss and gradient, one column per vocabulary size (and in brackets
+  how many times faster than the full softmax)."""
   vocabs = sorted({r["vocab"] for r in rows})
-  methods = list(dict.fromkeys(r["method"] for r in rows))
   by = {(r["vocab"], r["method"]): r for r in rows}
-  head = "| method | " + " | ".join(f"V={v:.0e} ms (full/this)" for v in vocabs) + " |"
-  lines = [head, "|" + "---|" * (len(vocabs) + 1)]
-  for m in methods:
-    cells = []
-    for v in vocabs:
-      r = by.get((v, m))
-      cells.append("" if r is None else f"{r['median_s'] * 1e3:.2f} ({r['full_over_this']:.1f}x)")
-    lines.append(f"| {m} | " + " | ".join(cells) + " |")
-  return "\n".join(lines)
+
+  def cell(vocab):
+    def value(method):
+      r = by.get((vocab, method["method"]))
+      return None if r is None else f"{r['median_s'] * 1e3:.2f} ({r['full_over_this']:.1f}x)"
+
+    return value
+
+  columns = [Column("method", "method")]
+  columns += [Column(f"V={v:.0e} ms (full/this)", cell(v), align=">") for v in vocabs]
+  methods = [{"method": m} for m in dict.fromkeys(r["method"] for r in rows)]
+  return format_table(methods, columns, markdown=True, missing="")
+
+
+SAMPLER_TABLE = (
+  Column("sampler", "method"),
+  Column("draws", "draws", "d"),
+  Column("ms per call", lambda r: r["median_s"] * 1e3, ".3f"),
+  Column("draws/s", "draws_per_s", ".3g"),
+  Column("vs uniform", lambda r: _times(r, "over_uniform", ".2f")),
+  Column("vs choice(p=)", lambda r: _times(r, "over_choice", ".1f")),
+  Column("vs categorical", lambda r: _times(r, "over_categorical", ".0f")),
+)
+BUILD_TABLE = (
+  Column("V", "vocab", ".0e"),
+  Column("counts", "mode"),
+  Column("first build s", "first_s", ".2f"),
+  Column("warm s (min / median)", lambda r: f"{r['min_s']:.3f} / {r['median_s']:.3f}"),
+  Column("peak extra MB", "peak_extra_mb", ".0f"),
+  Column("x table", "memory_over_table", ".2f"),
+  Column("max rel. error (q >= 1e-9)", "max_rel_error", ".1e"),
+  Column("traced vs concrete", "traced_vs_concrete", ".1e"),
+)
+
+
+def _times(row, key, spec):
+  return f"{row[key]:{spec}}x" if key in row else None
 
 
 def format_sampler_table(rows) -> str:
-  lines = [
-    "| sampler | draws | ms per call | draws/s | vs uniform | vs choice(p=) | vs categorical |",
-    "|---|---|---|---|---|---|---|",
-  ]
-  for r in rows:
-    vu = f"{r['over_uniform']:.2f}x" if "over_uniform" in r else ""
-    vc = f"{r['over_choice']:.1f}x" if "over_choice" in r else ""
-    vg = f"{r['over_categorical']:.0f}x" if "over_categorical" in r else ""
-    lines.append(
-      f"| {r['method']} | {r['draws']} | {r['median_s'] * 1e3:.3f} | {r['draws_per_s']:.3g} "
-      f"| {vu} | {vc} | {vg} |"
-    )
-  return "\n".join(lines)
+  return format_table(rows, SAMPLER_TABLE, markdown=True, missing="")
 
 
 def format_build_table(rows) -> str:
-  lines = [
-    "| V | counts | first build s | warm s (min / median) | peak extra MB | x table | "
-    "max rel. error (q >= 1e-9) | traced vs concrete |",
-    "|---|---|---|---|---|---|---|---|",
-  ]
-  for r in rows:
-    lines.append(
-      f"| {r['vocab']:.0e} | {r['mode']} | {r['first_s']:.2f} | {r['min_s']:.3f} / "
-      f"{r['median_s']:.3f} | {r['peak_extra_mb']:.0f} | {r['memory_over_table']:.2f} | "
-      f"{r['max_rel_error']:.1e} | {r['traced_vs_concrete']:.1e} |"
-    )
-  return "\n".join(lines)
+  return format_table(rows, BUILD_TABLE, markdown=True)
 
 
 def plot(time_rows, sampler_rows_, path):
   plt = pyplot()
-  fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+  fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.8))
   methods = list(dict.fromkeys(r["method"] for r in time_rows))
+  styles = series_styles(methods)
   for m in methods:
     rs = sorted((r for r in time_rows if r["method"] == m), key=lambda r: r["vocab"])
-    style = "-" if "sparse" in m else ("--" if "dense" in m else "k-")
-    ax1.plot(
-      [r["vocab"] for r in rs], [r["median_s"] * 1e3 for r in rs], style, marker="o", label=m,
-      linewidth=2.5 if m == "full_softmax" else 1.2,
+    plot_series(
+      ax1, [r["vocab"] for r in rs], [r["median_s"] * 1e3 for r in rs], styles[m], label=m
     )
-  ax1.set(xscale="log", yscale="log", xlabel="vocabulary size V", ylabel="ms per loss + gradient",
-          title="Output layer: full softmax vs sampled losses")
+  ax1.set(
+    xscale="log",
+    yscale="log",
+    xlabel="vocabulary size V (classes)",
+    ylabel="ms per loss + gradient (median)",
+    title="Output layer: full softmax vs sampled losses",
+  )
   if methods:
     ax1.legend(fontsize=7)
   samplers = list(dict.fromkeys(r["method"] for r in sampler_rows_))
-  for s in samplers:
-    rs = sorted((r for r in sampler_rows_ if r["method"] == s), key=lambda r: r["draws"])
-    ax2.plot([r["draws"] for r in rs], [r["draws_per_s"] for r in rs], marker="o", label=s)
+  styles = series_styles(samplers)
+  for name in samplers:
+    rs = sorted((r for r in sampler_rows_ if r["method"] == name), key=lambda r: r["draws"])
+    plot_series(
+      ax2, [r["draws"] for r in rs], [r["draws_per_s"] for r in rs], styles[name], label=name
+    )
   v = sampler_rows_[0]["vocab"] if sampler_rows_ else 0
-  ax2.set(xscale="log", yscale="log", xlabel="draws per call", ylabel="draws per second",
-          title=f"Samplers at V={v:.0e}")
+  ax2.set(
+    xscale="log",
+    yscale="log",
+    xlabel="draws per call",
+    ylabel="draws per second",
+    title=f"Samplers at V={v:.0e}",
+  )
   if samplers:
     ax2.legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  save_figure(fig, path, dpi=120)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("--vocab", type=integer_list, default=(10_000, 100_000, 1_000_000),
-                 help="vocabulary sizes, comma-separated (default 1e4,1e5,1e6)")
+  p.add_argument(
+    "--vocab",
+    type=integer_list,
+    default=(10_000, 100_000, 1_000_000),
+    help="vocabulary sizes, comma-separated (default 1e4,1e5,1e6)",
+  )
   p.add_argument("--dim", type=integer, default=128)
   p.add_argument("--batch", type=integer, default=1024)
   p.add_argument("--num-sampled", type=integer, default=64)
   p.add_argument("--losses", nargs="+", choices=LOSSES, default=list(LOSSES))
   p.add_argument("--sampler-vocab", type=integer, default=1_000_000)
-  p.add_argument("--draws", type=integer_list, default=(256, 65_536, 1_048_576),
-                 help="draw counts per call for the sampler benchmark")
-  p.add_argument("--categorical-max", type=float, default=2**28,
-                 help="largest draws x V for jax.random.categorical (it builds that many "
-                 "Gumbel perturbations per call)")
+  p.add_argument(
+    "--draws",
+    type=integer_list,
+    default=(256, 65_536, 1_048_576),
+    help="draw counts per call for the sampler benchmark",
+  )
+  p.add_argument(
+    "--categorical-max",
+    type=float,
+    default=2**28,
+    help="largest draws x V for jax.random.categorical (it builds that many "
+    "Gumbel perturbations per call)",
+  )
   p.add_argument("--repeats", type=integer, default=7, help="interleaved measurements per function")
-  p.add_argument("--min-time", type=float, default=0.05,
-                 help="seconds a measurement of the fastest function lasts at least")
-  p.add_argument("--budget", type=float, default=60.0,
-                 help="seconds of timing per vocabulary size (slow cells repeat less)")
-  p.add_argument("--table-vocab", type=integer_list, default=(100_000, 1_000_000, 10_000_000),
-                 help="vocabulary sizes of the alias-table build benchmark")
-  p.add_argument("--table-repeats", type=integer, default=3,
-                 help="warm builds measured after the first, per size and kind of counts")
+  p.add_argument(
+    "--min-time",
+    type=float,
+    default=0.05,
+    help="seconds a measurement of the fastest function lasts at least",
+  )
+  p.add_argument(
+    "--budget",
+    type=float,
+    default=60.0,
+    help="seconds of timing per vocabulary size (slow cells repeat less)",
+  )
+  p.add_argument(
+    "--table-vocab",
+    type=integer_list,
+    default=(100_000, 1_000_000, 10_000_000),
+    help="vocabulary sizes of the alias-table build benchmark",
+  )
+  p.add_argument(
+    "--table-repeats",
+    type=integer,
+    default=3,
+    help="warm builds measured after the first, per size and kind of counts",
+  )
   p.add_argument("--table-child", nargs=4, help=argparse.SUPPRESS)
-  p.add_argument("--parts", nargs="+", choices=("time", "samplers", "tables"),
-                 default=["time", "samplers", "tables"],
-                 help="which parts to run: (a) loss + gradient time, (b) samplers, "
-                 "(c) alias-table build")
-  p.add_argument("--quick", action="store_true", help="tiny sizes (for the tests)")
+  p.add_argument(
+    "--parts",
+    nargs="+",
+    choices=("time", "samplers", "tables"),
+    default=["time", "samplers", "tables"],
+    help="which parts to run: (a) loss + gradient time, (b) samplers, (c) alias-table build",
+  )
+  p.add_argument(
+    "--quick", action="store_true", help="tiny sizes, XLA backend optimizations off (for the tests)"
+  )
   p.add_argument("--quiet", action="store_true")
   p.add_argument("--out", default=os.path.join("bench_out", "nce"))
   args = p.parse_args(argv)
@@ -447,7 +533,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.vocab, args.dim, args.batch, args.num_sampled = (1_000, 10_000), 16, 64, 8
     args.losses = ["sampled_softmax"]
     args.sampler_vocab, args.draws, args.categorical_max = 2_000, (64, 4096), 2**18
-    args.repeats, args.min_time, args.budget = 3, 0.005, 2.0
+    args.repeats, args.min_time, args.budget = 3, 0.002, 0.5
     args.table_vocab, args.table_repeats = (1_000,), 1
   return args
 
@@ -477,15 +563,21 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   write_csv(tables, os.path.join(args.out, "nce_tables.csv"))
   config = {k: v for k, v in vars(args).items()}
   result = dict(
-    config=config, time=time_rows, samplers=samplers_, tables=tables,
-    seconds=clock(), device=str(jax.devices()[0]),
+    config=config,
+    time=time_rows,
+    samplers=samplers_,
+    tables=tables,
+    seconds=clock(),
+    device=str(jax.devices()[0]),
   )
   write_json(result, os.path.join(args.out, "nce.json"))
   plot(time_rows, samplers_, os.path.join(args.out, "nce.png"))
   if not args.quiet:
     if time_rows:
-      print(f"Loss + gradient, d={args.dim}, B={args.batch}, k={args.num_sampled} "
-            f"(median ms; full-softmax time over this):")
+      print(
+        f"Loss + gradient, d={args.dim}, B={args.batch}, k={args.num_sampled} "
+        f"(median ms; full-softmax time over this):"
+      )
       print(format_time_table(time_rows) + "\n")
     if samplers_:
       print(f"Samplers at V={args.sampler_vocab}:")

@@ -96,7 +96,19 @@ import numpyro.distributions as dist
 from numpyro.distributions import constraints
 from numpyro.infer import SVI, Trace_ELBO, TraceGraph_ELBO
 
-from benchmarks.common import Stopwatch, compile_ahead, integer, pyplot, write_csv, write_json
+from benchmarks.common import (
+  Column,
+  Stopwatch,
+  compile_ahead,
+  format_table,
+  integer,
+  plot_series,
+  pyplot,
+  save_figure,
+  series_styles,
+  write_csv,
+  write_json,
+)
 from benchmarks.datasets import load_binarized_digits
 from gradest.numpyro import ELBO, SITE_ESTIMATORS
 
@@ -619,64 +631,52 @@ CONVERGENCE_COLUMNS = (
 )
 
 
-def _fmt(x, spec):
-  return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
+VARIANCE_TABLE = (
+  Column("problem", "problem"),
+  Column("site", "site"),
+  Column("point", "point"),
+  Column("estimator", "estimator"),
+  Column("note", "note"),
+  Column("runs", "runs", "d"),
+  Column("variance", "variance", ".4g"),
+  Column("TG/est", "ratio", ".3g"),
+)
+CONVERGENCE_TABLE = (
+  Column("problem", "problem"),
+  Column("estimator", "estimator"),
+  Column("note", "note"),
+  Column("runs", "runs", "d"),
+  Column("final ELBO", "final_elbo", ".4f"),
+  Column("target", "target", ".4f"),
+  Column("steps", "steps_to_target", "d"),
+  Column("seconds", "seconds_to_target", ".2f"),
+  Column("ms/step", "ms_per_step", ".2f"),
+)
 
 
 def format_variance_table(rows) -> str:
-  head = (
-    f"{'problem':<8}{'site':<6}{'point':<9}{'estimator':<18}{'note':<10}{'runs':>5}"
-    f"{'variance':>12}{'TG/est':>9}"
-  )
-  lines = [head, "-" * len(head)]
-  for r in rows:
-    lines.append(
-      f"{r['problem']:<8}{r['site']:<6}{r['point']:<9}{r['estimator']:<18}{r['note']:<10}"
-      f"{r['runs']:>5}{r['variance']:>12.4g}{_fmt(r['ratio'], '.3g'):>9}"
-    )
-  return "\n".join(lines)
+  return format_table(rows, VARIANCE_TABLE)
 
 
 def format_convergence_table(rows) -> str:
-  head = (
-    f"{'problem':<8}{'estimator':<18}{'note':<20}{'runs':>5}{'final ELBO':>11}{'target':>9}"
-    f"{'steps':>7}{'seconds':>9}{'ms/step':>9}"
-  )
-  lines = [head, "-" * len(head)]
-  for r in rows:
-    lines.append(
-      f"{r['problem']:<8}{r['estimator']:<18}{r['note']:<20}{r['runs']:>5}"
-      f"{_fmt(r['final_elbo'], '.4f'):>11}{_fmt(r['target'], '.4f'):>9}"
-      f"{_fmt(r['steps_to_target'], 'd'):>7}{_fmt(r['seconds_to_target'], '.2f'):>9}"
-      f"{_fmt(r['ms_per_step'], '.2f'):>9}"
-    )
-  return "\n".join(lines)
+  return format_table(rows, CONVERGENCE_TABLE)
 
 
-MARKERS = ("o", "s", "^", "v", "D", "x", "P", "*", "h")
-
-
-def _style(names):
-  return {n: (MARKERS[i % len(MARKERS)], f"C{i % 10}") for i, n in enumerate(names)}
-
-
-def _plain_log_ticks(axis):
-  from matplotlib.ticker import FuncFormatter, LogLocator
-
-  axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-  axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-  axis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+def _linestyles(names):
+  """Biased objectives dashed, the marginalized reference dotted."""
+  dashed = {n: "--" for n in names if BIASED.get(n)}
+  return dashed | ({ENUM: ":"} if ENUM in names else {})
 
 
 def plot_variance(rows, path):
   plt = pyplot()
   panels = list(dict.fromkeys((r["problem"], r["point"]) for r in rows))
   names = list(dict.fromkeys(r["estimator"] for r in rows))
-  style = _style(names)
+  styles = series_styles(names)
   cols = max(1, len({p for p, _ in panels}))
   points = list(dict.fromkeys(pt for _, pt in panels))
   fig, axes = plt.subplots(
-    len(points), cols, figsize=(4.2 * cols, 0.6 + 2.6 * len(points)), squeeze=False
+    len(points), cols, figsize=(4.4 * cols, 0.9 + 2.8 * len(points)), squeeze=False
   )
   problems = list(dict.fromkeys(p for p, _ in panels))
   for i, point in enumerate(points):
@@ -689,28 +689,28 @@ def plot_variance(rows, path):
           if r["site"] != site or not np.isfinite(r["ratio"]) or r["ratio"] <= 0:
             continue
           y = names.index(r["estimator"]) + (si - (len(sites) - 1) / 2) * 0.25
-          marker, color = style[r["estimator"]]
-          ax.plot(r["ratio"], y, marker=marker, color=color, ls="", ms=6,
-                  mfc=color if si == 0 else "none")  # fmt: skip
+          style = styles[r["estimator"]]
+          ax.plot(r["ratio"], y, marker=style["marker"], color=style["color"], ls="", ms=6,
+                  mfc=style["color"] if si == 0 else "none")  # fmt: skip
       ax.axvline(1.0, color="k", lw=0.8)
       ax.set_xscale("log")
-      _plain_log_ticks(ax.xaxis)
       ax.set_yticks(range(len(names)), names, fontsize=7)
       ax.set_ylim(len(names) - 0.5, -0.5)
       ax.set_title(f"{problem}, {point} (sites: {', '.join(sites)})", fontsize=9)
-      ax.set_xlabel("variance ratio TraceGraph_ELBO / estimator", fontsize=8)
+      ax.set_xlabel("variance of TraceGraph_ELBO / of estimator (> 1: lower)", fontsize=8)
+      ax.set_ylabel("estimator", fontsize=8)
       ax.grid(True, axis="x", which="major", alpha=0.3)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  fig.suptitle("Gradient variance against TraceGraph_ELBO (filled: first site, hollow: others)")
+  save_figure(fig, path, dpi=100)
 
 
 def plot_convergence(rows, path, x_key):
   plt = pyplot()
   problems = list(dict.fromkeys(r["problem"] for r in rows))
   names = list(dict.fromkeys(r["estimator"] for r in rows))
-  style = _style(names)
-  fig, axes = plt.subplots(1, len(problems), figsize=(4.6 * len(problems), 3.8), squeeze=False)
+  dashed = {r["estimator"] for r in rows if r["note"] in BIASED.values()}
+  styles = series_styles(names, _linestyles(names) | {n: "--" for n in dashed})
+  fig, axes = plt.subplots(1, len(problems), figsize=(4.6 * len(problems), 4.0), squeeze=False)
   for ax, problem in zip(axes[0], problems, strict=True):
     for r in rows:
       if r["problem"] != problem:
@@ -718,27 +718,22 @@ def plot_convergence(rows, path, x_key):
       x = np.asarray(r[f"curve_{x_key}"], np.float64)
       y = -np.asarray(r["curve_elbo"], np.float64)
       keep = np.isfinite(y) & (y > 0) & ((x > 0) if x_key == "seconds" else True)
-      marker, color = style[r["estimator"]]
-      ls = "--" if r["note"] in BIASED.values() else (":" if r["estimator"] == ENUM else "-")
-      ax.plot(x[keep], y[keep], ls=ls, marker=marker, ms=3, color=color, label=r["estimator"])
+      plot_series(ax, x[keep], y[keep], styles[r["estimator"]], label=r["estimator"])
     target = next(r["target"] for r in rows if r["problem"] == problem)
     if np.isfinite(target) and target < 0:
       ax.axhline(-target, color="k", lw=0.6, ls=":")
     ax.set_yscale("log")
-    _plain_log_ticks(ax.yaxis)
     if x_key == "seconds":
       ax.set_xscale("log")
-      _plain_log_ticks(ax.xaxis)
       ax.set_xlabel("seconds of training steps (compilation excluded)")
     else:
       ax.set_xlabel("SVI step")
     ax.set_ylabel("negative ELBO per data point (nats)")
-    ax.set_title(problem)
+    ax.set_title(f"{problem} (dotted: target)")
     ax.grid(True, which="major", alpha=0.3)
   axes[0][0].legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  fig.suptitle("dashed: biased or another bound; dotted: marginalized reference")
+  save_figure(fig, path, dpi=100)
 
 
 # --------------------------------------------------------------------------------------

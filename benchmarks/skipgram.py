@@ -81,7 +81,16 @@ import optax
 from tqdm import tqdm
 
 from benchmarks import skipgram_data as data
-from benchmarks.common import Stopwatch, integer, pyplot, write_csv, write_json
+from benchmarks.common import (
+  Column,
+  Stopwatch,
+  integer,
+  pyplot,
+  save_figure,
+  write_csv,
+  write_json,
+)
+from benchmarks.common import format_table as format_table_of
 from gradest._src.base import check_key, check_positive_int
 from gradest.models import skipgram
 from gradest.samplers import LogUniformSampler, Sampler, UniformSampler, unigram_sampler
@@ -311,27 +320,25 @@ def run_config(name, corpus, epochs, init, args, keys, progress) -> tuple[dict, 
 # --------------------------------------------------------------------------------------
 
 
+TABLE = (
+  Column("config", "config"),
+  Column("sampler", "sampler"),
+  Column("subsample", "threshold", ".0e"),
+  Column("negatives", "negatives", align=">"),
+  Column("pairs", "pairs", "d"),
+  Column("words/s", "words_per_second", ".0f"),
+  Column("pairs/s", "pairs_per_second", ".0f"),
+  Column("loss", "final_loss", ".3f"),
+  Column("topic P@k", "topic_precision", ".3f"),
+  Column("cell P@k", "cell_precision", ".3f"),
+  Column("analogy", "analogy_accuracy", ".3f"),
+)
+
+
 def format_table(result) -> str:
-  head = (
-    f"{'config':<18} {'sampler':<12} {'subsample':>9} {'negatives':>9} {'pairs':>10} "
-    f"{'words/s':>9} {'pairs/s':>9} {'loss':>6} {'topic P@k':>9} {'cell P@k':>9} "
-    f"{'analogy':>8}"
-  )
-  lines = [head, "-" * len(head)]
-
-  def quality(m):
-    return " ".join(f"{m[name]:>{w}.3f}" for name, w in zip(MEASURES, (9, 9, 8), strict=True))
-
-  blank = f"{'':<12} {'':>9} {'':>9} {'':>10} {'':>9} {'':>9} {'':>6}"
-  lines.append(f"{'chance':<18} {blank} {quality(result['chance'])}")
-  lines.append(f"{'untrained':<18} {blank} {quality(result['untrained'])}")
-  for r in result["rows"]:
-    lines.append(
-      f"{r['config']:<18} {r['sampler']:<12} {r['threshold']:>9.0e} {r['negatives']:>9} "
-      f"{r['pairs']:>10d} {r['words_per_second']:>9.0f} {r['pairs_per_second']:>9.0f} "
-      f"{r['final_loss']:>6.3f} {quality(r)}"
-    )
-  return "\n".join(lines)
+  """One row per configuration, after the chance and untrained levels of each measure."""
+  baselines = [dict(result[name], config=name) for name in ("chance", "untrained")]
+  return format_table_of(baselines + list(result["rows"]), TABLE, missing="")
 
 
 def cell_means(embeddings, corpus, topics: int):
@@ -367,10 +374,11 @@ def plot(result, embeddings, corpus, path):
     )
   ax.set_xticks(x)
   ax.set_xticklabels([g[0] for g in groups], rotation=20, ha="right", fontsize=8)
-  ax.set_ylim(0, 1.05)
-  ax.set_ylabel("quality (dotted: chance)")
+  ax.set_ylim(0, 1.2)  # room for the legend above the bars
+  ax.set_xlabel("configuration")
+  ax.set_ylabel("quality (fraction; dotted: chance)")
   ax.set_title(f"V = {corpus.vocab_size}, {result['corpus']['tokens']:,} tokens")
-  ax.legend(fontsize=8, loc="upper right")
+  ax.legend(fontsize=8, loc="upper center", ncol=len(MEASURES))
 
   # Cell means minus their topic's mean: what is left is the role offset, which the
   # planted analogies say is the same in every topic.
@@ -390,9 +398,9 @@ def plot(result, embeddings, corpus, path):
   ax2.legend(fontsize=7)
   ax2.set_xticks([])
   ax2.set_yticks([])
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  ax2.set_xlabel("first principal direction (arbitrary units)")
+  ax2.set_ylabel("second principal direction (arbitrary units)")
+  save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------------------

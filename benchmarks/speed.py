@@ -164,14 +164,17 @@ from tqdm import tqdm
 
 import gradest
 from benchmarks.common import (
+  Column,
   Stopwatch,
   compile_ahead,
   integer,
   pyplot,
+  save_figure,
   time_interleaved,
   write_csv,
   write_json,
 )
+from benchmarks.common import format_table as format_table_of
 from gradest.distributions import Bernoulli, Normal
 
 CONTINUOUS_ESTIMATORS = ("score", "score_loo", "pathwise", "measure_valued")
@@ -948,43 +951,44 @@ CSV_FIELDS = (
 )
 
 
-def _fmt(x: Any, spec: str) -> str:
-  if isinstance(x, float) and not math.isfinite(x):
-    return "-".rjust(int(spec.split(".")[0]))
-  return format(x, spec)
+def _note(r: dict[str, Any]) -> str:
+  ratio = r["gradest_over_reference"]
+  flag = (
+    f"(> {TARGET_REFERENCE_RATIO})"
+    if math.isfinite(ratio) and ratio > TARGET_REFERENCE_RATIO
+    else ""
+  )
+  note = r["note"] if r["check"] in ("ok", "skipped") else f"{r['check']}; {r['note']}"
+  return (flag + " " + note).strip()
+
+
+TABLE = (
+  Column("estimator", "estimator"),
+  Column("mode", "mode"),
+  Column("D", "dim", "d"),
+  Column("N", "num_samples", "d"),
+  Column("gradest", "gradest_ms", ".3f"),
+  Column("reference", "reference_ms", ".3f"),
+  Column("optax", "optax_ms", ".3f"),
+  Column("g/ref", "gradest_over_reference", ".2f"),
+  Column("(med)", "gradest_over_reference_median", ".2f"),
+  Column("opt/g", "optax_over_gradest", ".1f"),
+  Column("(med)", "optax_over_gradest_median", ".1f"),
+  Column("rel err", "max_rel_err", ".1e"),
+  Column("note", _note),
+)
 
 
 def format_table(rows: Sequence[dict[str, Any]], statistic: str = "min") -> str:
   """The results as a fixed-width text table (times in ms per call), one part per cost."""
-  header = (
-    f"{'estimator':<17}{'mode':<11}{'D':>7}{'N':>7}{'gradest':>11}{'reference':>11}"
-    f"{'optax':>11}{'g/ref':>7}{'(med)':>7}{'opt/g':>8}{'(med)':>8}{'rel err':>9}  note"
-  )
   lines = [
     f"ms per call ({statistic} of the repeats); g/ref = gradest / reference (target <= "
     f"{TARGET_REFERENCE_RATIO}), opt/g = optax / gradest (target > {TARGET_OPTAX_RATIO}); "
     "(med): the same ratio from medians",
   ]
-  cost = None
-  for r in rows:
-    if r["cost"] != cost:
-      cost = r["cost"]
-      lines += ["", f"cost {cost}: {COSTS[cost].label}", header, "-" * len(header)]
-    ratio = r["gradest_over_reference"]
-    flag = (
-      f"(> {TARGET_REFERENCE_RATIO})"
-      if math.isfinite(ratio) and ratio > TARGET_REFERENCE_RATIO
-      else ""
-    )
-    note = r["note"] if r["check"] in ("ok", "skipped") else f"{r['check']}; {r['note']}"
-    lines.append(
-      f"{r['estimator']:<17}{r['mode']:<11}{r['dim']:>7}{r['num_samples']:>7}"
-      f"{_fmt(r['gradest_ms'], '11.3f')}{_fmt(r['reference_ms'], '11.3f')}"
-      f"{_fmt(r['optax_ms'], '11.3f')}{_fmt(ratio, '7.2f')}"
-      f"{_fmt(r['gradest_over_reference_median'], '7.2f')}"
-      f"{_fmt(r['optax_over_gradest'], '8.1f')}{_fmt(r['optax_over_gradest_median'], '8.1f')}"
-      f"{_fmt(r['max_rel_err'], '9.1e')}  {(flag + ' ' + note).strip()}"
-    )
+  for cost in dict.fromkeys(r["cost"] for r in rows):
+    lines += ["", f"cost {cost}: {COSTS[cost].label}"]
+    lines.append(format_table_of([r for r in rows if r["cost"] == cost], TABLE))
   return "\n".join(lines)
 
 
@@ -1040,20 +1044,26 @@ def plot(rows: Sequence[dict[str, Any]], path: str, statistic: str = "min") -> N
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
     ax.set_ylabel(title + " (time ratio)")
+    ax.set_title(f"{title}: {target_label}")
     ax.grid(axis="y", which="both", alpha=0.3)
     shown = {r["estimator"] for r in timed}
     handles = [
       Patch(color=f"C{i}", label=name) for i, name in enumerate(ESTIMATORS) if name in shown
     ]
-    ax.legend(handles=[*ax.get_legend_handles_labels()[0], *handles], loc="upper left", fontsize=7)
+    ax.legend(  # beside the bars, not over them
+      handles=[*ax.get_legend_handles_labels()[0], *handles],
+      loc="upper left",
+      bbox_to_anchor=(1.005, 1.0),
+      fontsize=7,
+    )
     if not finite.size:
       ax.text(0.5, 0.5, "no optax timings", transform=ax.transAxes, ha="center")
   axes[-1].set_xticks(x)
   axes[-1].set_xticklabels(labels, rotation=90, fontsize=7)
+  axes[-1].set_xlabel("cost, estimator, mode, dimension D and samples N")
+  axes[0].set_xlabel("the same cells as below")
   fig.suptitle(f"gradest speed: ratios of the {statistic} time per call, measured in the same run")
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  save_figure(fig, path, dpi=120)
 
 
 # --------------------------------------------------------------------------------------

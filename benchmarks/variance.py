@@ -83,7 +83,19 @@ import numpy as np
 from tqdm import tqdm
 
 import gradest
-from benchmarks.common import Stopwatch, integer, pyplot, write_csv, write_json
+from benchmarks.common import (
+  Column,
+  Stopwatch,
+  annotate_bars,
+  integer,
+  plot_series,
+  pyplot,
+  save_figure,
+  series_styles,
+  write_csv,
+  write_json,
+)
+from benchmarks.common import format_table as format_table_of
 from gradest.distributions import Normal
 
 # --------------------------------------------------------------------------------------
@@ -650,37 +662,45 @@ def _rows(problem, draws, moments, num_samples, repeats):
   return rows
 
 
+ROW_TABLE = (
+  Column("estimator", "estimator"),
+  Column("cost", "cost"),
+  Column("k", "k", ".4g"),
+  Column("param", "param"),
+  Column("mean", "mean", ".4g"),
+  Column("exact", "exact_grad", ".4g"),
+  Column("bias/se", "bias_over_se", ".2f"),
+  Column("N*var", "n_var", ".4g"),
+  Column(
+    "exact N*var",
+    lambda r: ("~" if r["exact_kind"] == "stationary approx." else "") + f"{r['exact_n_var']:.4g}",
+    align=">",
+  ),
+  Column("ratio", "ratio", ".3f"),
+  Column("rank", "rank", "d"),
+)
+
+
 def format_table(rows: Sequence[dict]) -> str:
   """A fixed-width text table, grouped by problem, parameter and ``k``.
 
   ``rank`` orders the estimators of a group by their exact variance (1 = lowest).
   """
-  head = (
-    f"{'estimator':<14}{'cost':<12}{'k':>8} {'param':<6}{'mean':>11}{'exact':>11}"
-    f"{'bias/se':>9}{'N*var':>12}{'exact N*var':>13}{'ratio':>8}{'rank':>6}"
-  )
   problems = list(dict.fromkeys(r["problem"] for r in rows))
   estimators = list(ESTIMATORS)
   groups: dict[tuple, list[dict]] = {}
   for r in rows:
     groups.setdefault((problems.index(r["problem"]), r["param"], r["k"]), []).append(r)
-  lines = [head, "-" * len(head)]
+  lines: list[dict | str] = []
   for group in sorted(groups):
     members = sorted(groups[group], key=lambda r: estimators.index(r["estimator"]))
     exact = sorted(r["exact_n_var"] for r in members)
-    for r in members:
-      approx = "~" if r["exact_kind"] == "stationary approx." else " "
-      ratio = "-" if r["ratio"] is None else f"{r['ratio']:.3f}"
-      lines.append(
-        f"{r['estimator']:<14}{r['cost']:<12}{r['k']:>8.4g} {r['param']:<6}{r['mean']:>11.4g}"
-        f"{r['exact_grad']:>11.4g}{r['bias_over_se']:>9.2f}{r['n_var']:>12.4g}"
-        f"{approx}{r['exact_n_var']:>12.4g}{ratio:>8}{exact.index(r['exact_n_var']) + 1:>6}"
-      )
+    lines.extend(dict(r, rank=exact.index(r["exact_n_var"]) + 1) for r in members)
     lines.append("")
   lines.append("N*var: N times the variance of the N-sample estimate over the repetitions.")
   lines.append("score_oracle: constant baseline b = E[f] (exact, an oracle).")
   lines.append("~: stationary approximation (moving-average baseline).")
-  return "\n".join(lines)
+  return format_table_of(lines, ROW_TABLE)
 
 
 SUMMARY_LEGEND = (
@@ -690,6 +710,15 @@ SUMMARY_LEGEND = (
   "lowest: for how many k the estimator's exact variance is the lowest of all.",
   "score_oracle: baseline b = E[f] (an oracle); score_loo: leave-one-out baseline;",
   "  score_ma: moving-average baseline; mv_*: measure-valued. --full prints every row.",
+)
+SUMMARY_TABLE = (
+  Column("problem", "problem"),
+  Column("param", "param"),
+  Column("estimator", "estimator"),
+  Column("worst |bias/se|", "worst", ".2f"),
+  Column("exact N*var (min..max)", "exact", align=">"),
+  Column("emp/exact", "ratio", align=">"),
+  Column("lowest", "lowest", align=">"),
 )
 
 
@@ -702,11 +731,7 @@ def format_summary(rows: Sequence[dict]) -> str:
   over the exact variance (near 1 when the measurement agrees with quadrature), and for
   how many ``k`` the estimator has the lowest exact variance of all.
   """
-  head = (
-    f"{'problem':<12}{'param':<7}{'estimator':<14}{'worst |bias/se|':>16}"
-    f"{'exact N*var (min..max)':>26}{'emp/exact':>14}{'lowest':>8}"
-  )
-  lines = [head, "-" * len(head)]
+  lines: list[dict | str] = []
   problems = list(dict.fromkeys(r["problem"] for r in rows))
   for problem in problems:
     sel = [r for r in rows if r["problem"] == problem]
@@ -724,14 +749,18 @@ def format_summary(rows: Sequence[dict]) -> str:
         mine = [r for r in group if r["estimator"] == estimator]
         if not mine:
           continue
-        worst = max(abs(r["bias_over_se"]) for r in mine)
         exact = [r["exact_n_var"] for r in mine]
         ratios = [r["ratio"] for r in mine if r["ratio"] is not None]
-        ratio = f"{min(ratios):.2f}..{max(ratios):.2f}" if ratios else "-"
-        wins = winners.count(estimator)
         lines.append(
-          f"{problem:<12}{param:<7}{estimator:<14}{worst:>16.2f}"
-          f"{f'{min(exact):.3g}..{max(exact):.3g}':>26}{ratio:>14}{f'{wins}/{len(ks)}':>8}"
+          {
+            "problem": problem,
+            "param": param,
+            "estimator": estimator,
+            "worst": max(abs(r["bias_over_se"]) for r in mine),
+            "exact": f"{min(exact):.3g}..{max(exact):.3g}",
+            "ratio": f"{min(ratios):.2f}..{max(ratios):.2f}" if ratios else None,
+            "lowest": f"{winners.count(estimator)}/{len(ks)}",
+          }
         )
     leader = max(best, key=best.get)
     lines.append(
@@ -740,29 +769,17 @@ def format_summary(rows: Sequence[dict]) -> str:
     )
     lines.append("")
   lines.extend(SUMMARY_LEGEND)
-  return "\n".join(lines)
-
-
-def _plot_style():
-  return {
-    "score": ("tab:blue", "-"),
-    "score_oracle": ("tab:cyan", "-"),
-    "score_loo": ("tab:purple", "--"),
-    "score_ma": ("tab:pink", ":"),
-    "pathwise": ("tab:red", "-"),
-    "mv_coupled": ("tab:green", "-"),
-    "mv_uncoupled": ("tab:olive", "--"),
-  }
+  return format_table_of(lines, SUMMARY_TABLE)
 
 
 def plot_cost(rows: Sequence[dict], problem: Problem, config: dict, path: str) -> None:
-  """Variance against ``k``: exact values as lines, empirical ones as markers."""
+  """Variance against ``k``: exact values as lines, empirical ones as hollow markers."""
   plt = pyplot()
 
-  style = _plot_style()
+  styles = series_styles(list(ESTIMATORS))
   names = problem.param_names
   fig, axes = plt.subplots(
-    1, len(names), figsize=(6 * len(names), 5.2), squeeze=False, layout="constrained"
+    1, len(names), figsize=(6 * len(names), 5.6), squeeze=False, layout="constrained"
   )
   for ax, name in zip(axes[0], names, strict=True):
     zeros = []
@@ -771,11 +788,20 @@ def plot_cost(rows: Sequence[dict], problem: Problem, config: dict, path: str) -
       ks = np.array([r["k"] for r in sel])
       exact = np.array([r["exact_n_var"] for r in sel])
       emp = np.array([r["n_var"] for r in sel])
-      color, ls = style[estimator]
+      style = styles[estimator]
       zero = exact <= 0
-      ax.plot(ks, np.where(zero, np.nan, exact), ls, color=color, label=label)
-      ax.plot(ks, np.where(zero, np.nan, emp), "o", color=color, ms=3.5, mfc="none")
-      zeros.extend((kk, color) for kk in ks[zero])
+      plot_series(ax, ks, np.where(zero, np.nan, exact), style, label=label)
+      ax.plot(
+        ks,
+        np.where(zero, np.nan, emp),
+        ls="",
+        marker=style["marker"],
+        color=style["color"],
+        ms=3.5,
+        mfc="none",
+        zorder=style["zorder"],
+      )
+      zeros.extend((kk, style["color"]) for kk in ks[zero])
     ax.set_yscale("log")
     if problem.cost.name == "gauss":
       ax.set_xscale("log")
@@ -785,41 +811,44 @@ def plot_cost(rows: Sequence[dict], problem: Problem, config: dict, path: str) -
     ax.autoscale(False)
     for kk, color in zeros:
       ax.plot([kk], [bottom], "v", color=color, ms=8, clip_on=False)
-    ax.set_xlabel("k")
+    ax.set_xlabel("k (the cost's parameter)")
     ax.set_ylabel("N Var (single-sample-equivalent variance)")
     ax.set_title(f"f(x) = {problem.cost.label}: gradient wrt {name}")
     ax.grid(True, which="both", alpha=0.3)
   handles, labels = axes[0][0].get_legend_handles_labels()
   fig.legend(handles, labels, loc="outside lower center", ncol=4, fontsize=8)
   fig.suptitle(
-    f"x ~ N({problem.mu:g}, {problem.sigma:g}^2); lines: exact, circles: "
-    f"{config['repeats']} repetitions of N={config['samples']}; triangles: exact zero"
+    f"x ~ N({problem.mu:g}, {problem.sigma:g}^2); lines: exact (thinner lines drawn on top), "
+    f"hollow markers: {config['repeats']} repetitions of N={config['samples']}; "
+    "triangles: exact zero",
+    fontsize=10,
   )
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  save_figure(fig, path)
 
 
 def plot_seed(rows: Sequence[dict], config: dict, path: str) -> None:
-  """Bar chart of the seed example's variances, empirical against exact."""
+  """Bar chart of the seed example's variances, empirical against exact, values printed."""
   plt = pyplot()
 
   sel = [r for r in rows if r["problem"] == "seed"]
   x = np.arange(len(sel))
-  fig, ax = plt.subplots(figsize=(8, 4.5))
-  ax.bar(x - 0.2, [r["exact_n_var"] for r in sel], 0.4, label="exact")
-  ax.bar(x + 0.2, [r["n_var"] for r in sel], 0.4, label="empirical")
+  fig, ax = plt.subplots(figsize=(9, 4.8))
+  exact = ax.bar(x - 0.2, [r["exact_n_var"] for r in sel], 0.4, label="exact (quadrature)")
+  emp = ax.bar(x + 0.2, [r["n_var"] for r in sel], 0.4, label="empirical", hatch="//")
+  annotate_bars(ax, exact)
+  annotate_bars(ax, emp)
   ax.set_xticks(x, [r["estimator"] for r in sel], rotation=30, ha="right")
   ax.set_yscale("log")
-  ax.set_ylabel("N Var")
+  ax.set_xlabel("estimator")
+  ax.set_ylabel("N Var (single-sample-equivalent variance)")
   ax.set_title(
     f"grad wrt theta of E[z^2], z ~ N({SEED_A:g} theta + {SEED_B:g}, 1), theta={SEED_THETA:g} "
-    f"(exact 20); N={config['samples']}, R={config['repeats']}"
+    f"(exact 20); N={config['samples']}, R={config['repeats']}",
+    fontsize=10,
   )
   ax.legend()
   ax.grid(True, axis="y", which="both", alpha=0.3)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------------------

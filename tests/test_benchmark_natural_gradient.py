@@ -15,6 +15,10 @@ import pytest
 
 from benchmarks import natural_gradient as bench
 
+# Every figure a run writes meets the plot contract (benchmarks.common.figure_problems):
+# save_figure's PlotWarning fails the test.
+pytestmark = pytest.mark.filterwarnings("error::benchmarks.common.PlotWarning")
+
 FILES = ("cost.csv", "convergence.csv", "natural_gradient.json", "cost.png", "convergence.png")
 COST_FUNCTIONS = (
   "gradient",

@@ -8,7 +8,13 @@ from __future__ import annotations
 import csv
 import json
 
+import pytest
+
 from benchmarks import nce
+
+# Every figure a run writes meets the plot contract (benchmarks.common.figure_problems):
+# save_figure's PlotWarning fails the test.
+pytestmark = pytest.mark.filterwarnings("error::benchmarks.common.PlotWarning")
 
 
 def test_quick_run(tmp_path):
@@ -18,9 +24,7 @@ def test_quick_run(tmp_path):
   with open(tmp_path / "nce.json") as fh:
     saved = json.load(fh)
   assert saved["config"]["quick"] is True
-  methods = {"full_softmax"} | {
-    f"sampled_softmax/{mode}" for mode in ("dense", "sparse")
-  }
+  methods = {"full_softmax"} | {f"sampled_softmax/{mode}" for mode in ("dense", "sparse")}
   for vocab in (1_000, 10_000):
     rows = [r for r in result["time"] if r["vocab"] == vocab]
     assert {r["method"] for r in rows} == methods

@@ -16,6 +16,10 @@ pytest.importorskip("numpyro")
 
 from benchmarks import numpyro as bench  # noqa: E402
 
+# Every figure a run writes meets the plot contract (benchmarks.common.figure_problems):
+# save_figure's PlotWarning fails the test.
+pytestmark = pytest.mark.filterwarnings("error::benchmarks.common.PlotWarning")
+
 FILES = (
   "variance.csv",
   "convergence.csv",

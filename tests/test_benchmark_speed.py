@@ -8,8 +8,13 @@ import math
 
 import jax
 import numpy as np
+import pytest
 
 from benchmarks import speed
+
+# Every figure a run writes meets the plot contract (benchmarks.common.figure_problems):
+# save_figure's PlotWarning fails the test.
+pytestmark = pytest.mark.filterwarnings("error::benchmarks.common.PlotWarning")
 
 
 def _assert_same(gradest_out, reference_out, what):

@@ -13,6 +13,10 @@ from benchmarks import variance
 
 from .helpers import assert_variance, z_value
 
+# Every figure a run writes meets the plot contract (benchmarks.common.figure_problems):
+# save_figure's PlotWarning fails the test.
+pytestmark = pytest.mark.filterwarnings("error::benchmarks.common.PlotWarning")
+
 FILES = ("variance.csv", "variance.json", "seed.png", "square.png", "gauss.png", "cos.png")
 # float32 rounding: what an exactly-zero variance (the coupled mean arm of (x - k)^2 at
 # k = mu) or a zero-variance mean shows up as.
