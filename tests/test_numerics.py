@@ -91,7 +91,11 @@ def test_relaxed_samples_finite_dtype_jit(relaxation, case, temperature, hard):
     if hard:
       assert set(np.unique(np.asarray(y, np.float64))) <= {0.0, 1.0}
     assert_same(y, jax.jit(fn, static_argnames="hard")(key, logits, temperature, hard=hard), dtype)
-    grad = jax.grad(lambda lg: jnp.sum(fn(key, lg, temperature, hard=hard)[..., 0]))(logits)
+    # Gradients compiled whole (op-by-op tracing of the backward pass at every new shape
+    # and dtype is the slowest part of an example); eager = jit is checked on the values.
+    grad = jax.jit(jax.grad(lambda lg: jnp.sum(fn(key, lg, temperature, hard=hard)[..., 0])))(
+      logits
+    )
     assert_finite_of(grad, dtype, f"{relaxation} gradient")
 
 
@@ -114,8 +118,10 @@ def test_gumbel_rao_finite_dtype_jit(case, temperature, family):
       key, logits, temperature, 4, family=family
     )
     np.testing.assert_array_equal(np.asarray(y, np.float64), np.asarray(jitted, np.float64))
-    grad = jax.grad(
-      lambda lg: jnp.sum(gradest.gumbel_rao(key, lg, temperature, 4, family=family)[..., 0])
+    grad = jax.jit(
+      jax.grad(
+        lambda lg: jnp.sum(gradest.gumbel_rao(key, lg, temperature, 4, family=family)[..., 0])
+      )
     )(logits)
     assert_finite_of(grad, dtype, "gumbel_rao gradient")
 
@@ -341,7 +347,9 @@ def test_sampled_losses_finite_dtype_jit(name, dtype, batch, num_true, num_sampl
     assert_finite_of(loss, dtype, name)
     assert bool(jnp.all(loss >= 0))
     assert_same(loss, jax.jit(fn)(t, s, lt, ls), dtype)
-    grads = jax.grad(lambda a, b: jnp.sum(fn(a, b, lt, ls).astype(jnp.float32)), (0, 1))(t, s)
+    grads = jax.jit(
+      jax.grad(lambda a, b: jnp.sum(fn(a, b, lt, ls).astype(jnp.float32)), (0, 1))
+    )(t, s)
     for g in grads:
       assert_finite_of(g, dtype, f"{name} gradient")
 
