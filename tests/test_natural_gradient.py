@@ -230,7 +230,13 @@ def test_cg_is_scale_invariant_in_float32(scale):
   big = jax.tree.map(lambda a: a * scale, g)
   sol = solve_damped_system(fvp, big, 0.01, jax.tree.map(lambda a: a * scale, x0), 1e-5, 200)
   assert np.all(np.isfinite(np.asarray(flat(sol.x))))
-  np.testing.assert_allclose(flat(sol.x) / scale, flat(ref.x), rtol=1e-4, atol=1e-6)
+  # The same solution up to float32 rounding, measured against the solution's scale: the
+  # rescaled iterations round differently, and a small coordinate of a large solution
+  # carries the rounding of the large ones.
+  reference = np.asarray(flat(ref.x))
+  np.testing.assert_allclose(
+    flat(sol.x) / scale, reference, rtol=1e-4, atol=1e-5 * np.abs(reference).max()
+  )
   assert float(sol.residual) <= 1e-5 and abs(int(sol.iterations) - int(ref.iterations)) <= 1
 
 
