@@ -1,9 +1,10 @@
 """Settings for the whole test run (docstring examples in gradest/ and tests/).
 
 The suite is bound by XLA compilation (a thousand small programs, most run once), not by
-running them, so it compiles with XLA's CPU backend (LLVM) optimizations off: on the
-suite this saves about a quarter of the wall time. XLA's own graph passes still run and
-the results are the same computations; users' programs compile with the defaults. Set
+running them, so it compiles with XLA's CPU backend (LLVM) optimizations off (on
+test_kfac.py and test_numerics.py together, 174 s -> 130 s on two cores). XLA's own
+graph passes still run and the results are the same computations; users' programs
+compile with the defaults. Set
 ``GRADEST_TEST_XLA_OPTIMIZE=1`` to run the suite with the default optimization level.
 Subprocesses started by tests inherit the setting.
 """

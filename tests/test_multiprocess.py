@@ -49,8 +49,9 @@ def _launch(out: pathlib.Path) -> list[tuple[subprocess.Popen, pathlib.Path]]:
   env["XLA_FLAGS"] = (
     env.get("XLA_FLAGS", "")
     + " --xla_force_host_platform_device_count=2"
-    # XLA's backend optimizations off: compilation, most of this test's time, is about
-    # 3x faster; results differ from the optimized reference only by float32 rounding.
+    # XLA's backend optimizations off (as the root conftest.py does for the suite, unless
+    # GRADEST_TEST_XLA_OPTIMIZE=1): compilation, most of this test's time, is about 3x
+    # faster; results differ from an optimized reference only by float32 rounding.
     + " --xla_backend_optimization_level=0"
   ).strip()
   env["JAX_PLATFORMS"] = "cpu"
