@@ -726,6 +726,26 @@ def test_learned_parameters_need_the_wrapped_guide():
     _loss(ELBO(4, {"z": "learned_baseline"}))
 
 
+def test_rebar_refuses_a_categorical_guide_site_downstream():
+  """REBAR relaxes the guide's sites after its own; a Categorical one cannot be relaxed."""
+
+  def model():
+    z = numpyro.sample("z", dist.Bernoulli(logits=0.0))
+    numpyro.sample("c", dist.Categorical(logits=jnp.zeros(3)))
+    numpyro.sample("x", dist.Normal(z, 1.0), obs=0.5)
+
+  def guide():
+    eta = numpyro.param("eta", 0.0)
+    z = numpyro.sample("z", dist.Bernoulli(logits=eta))
+    numpyro.sample("c", dist.Categorical(logits=jnp.stack([z, 0.0 * z, -z])))
+
+  elbo = ELBO(4, {"z": "rebar"})
+  wrapped = elbo.wrap_guide(guide)
+  params = {"eta": jnp.zeros(()), **{f"z.{k}": v for k, v in _rebar_inits().items()}}
+  with pytest.raises(TypeError, match="neither Bernoulli nor reparameterizable"):
+    jax.eval_shape(lambda: elbo.loss(jax.random.key(0), params, model, wrapped))
+
+
 def test_sticking_the_landing_with_vimco():
   def model():
     mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
@@ -738,3 +758,14 @@ def test_sticking_the_landing_with_vimco():
   elbo = ELBO(4, {"mu": "sticking_the_landing", "z": "vimco"})
   with pytest.raises(ValueError, match="sticking_the_landing"):
     jax.eval_shape(lambda: elbo.loss(jax.random.key(0), {}, model, guide))
+
+
+def _rebar_inits():
+  """REBAR's control-variate parameters as ELBO.wrap_guide declares them."""
+
+  def guide():
+    numpyro.sample("z", dist.Bernoulli(logits=0.0))
+
+  wrapped = ELBO(4, {"z": "rebar"}).wrap_guide(guide)
+  tr = numpyro.handlers.trace(numpyro.handlers.seed(wrapped, 0)).get_trace()
+  return {k[2:]: v["value"] for k, v in tr.items() if v["type"] == "param"}

@@ -650,7 +650,7 @@ def _relaxed_terms(fam, logits, f, key, n, sharding, *, temperature, num_conditi
 
   def one(k):
     if num_conditional:
-      sample = lambda lg: _gumbel_rao_sample(fam, k, lg, temperature, num_conditional)  # noqa: E731
+      sample = lambda lg: gumbel_rao_sample(fam, k, lg, temperature, num_conditional)  # noqa: E731
     else:
       noise, _ = perturb(fam, k, logits)
       b = jax.lax.stop_gradient(fam.hard(logits + noise))
@@ -903,11 +903,15 @@ def gumbel_rao(
   fam = get_family(family)
   logits = check_logits(logits, fam)
   work = logits.astype(compute_dtype(logits.dtype))
-  return _gumbel_rao_sample(fam, key, work, temperature, k_cond).astype(logits.dtype)
+  return gumbel_rao_sample(fam, key, work, temperature, k_cond).astype(logits.dtype)
 
 
-def _gumbel_rao_sample(fam, key, logits, temperature, num_conditional):
-  """The exact sample of ``key``, with the mean conditional relaxed sample's gradient."""
+def gumbel_rao_sample(fam, key, logits, temperature, num_conditional):
+  """The exact sample of ``key``, with the mean conditional relaxed sample's gradient.
+
+  The core of :func:`gumbel_rao` without its argument checks, shared with the NumPyro
+  sites (``logits`` already in the compute dtype).
+  """
   noise, key_c = perturb(fam, key, logits)
   b = jax.lax.stop_gradient(fam.hard(logits + noise))
   cond = jax.vmap(lambda kc: fam.conditional(kc, logits, b) - logits)(

@@ -37,8 +37,8 @@ from gradest._src.discrete import (
   BERNOULLI,
   CATEGORICAL,
   Family,
-  _gumbel_rao_sample,
   antithetic_logit_grad,
+  gumbel_rao_sample,
   perturb,
 )
 from gradest._src.distributions import Bernoulli, Categorical, as_distribution
@@ -287,24 +287,23 @@ def _sites_after(name: str, guide_tr: Mapping, guide_deps: Mapping | None) -> fr
   """
   if guide_deps is None:
     return frozenset()
-  after = frozenset(s for s, deps in guide_deps.items() if name in deps and s != name)
-  for s in after:
-    site = guide_tr[s]
-    if site["type"] != "sample" or site["is_observed"] or site["fn"].has_rsample:
-      continue
-    if _family(site["fn"]) != "bernoulli":
-      raise TypeError(
-        f"site {name!r}: REBAR / RELAX relax the guide sites after it, but site {s!r} "
-        f"({type(_base(site['fn'])).__name__}) depends on it and is neither Bernoulli nor "
-        f"reparameterizable; use 'disarm' or 'reinforce_loo' for site {name!r}."
-      )
-  return frozenset(
+  after = frozenset(
     s
-    for s in after
-    if guide_tr[s]["type"] == "sample"
+    for s, deps in guide_deps.items()
+    if name in deps
+    and s != name
+    and guide_tr[s]["type"] == "sample"
     and not guide_tr[s]["is_observed"]
     and not guide_tr[s]["fn"].has_rsample
   )
+  for s in after:
+    if _family(guide_tr[s]["fn"]) != "bernoulli":
+      raise TypeError(
+        f"site {name!r}: REBAR / RELAX relax the guide sites after it, but site {s!r} "
+        f"({type(_base(guide_tr[s]['fn'])).__name__}) depends on it and is neither "
+        f"Bernoulli nor reparameterizable; use 'disarm' or 'reinforce_loo' for site {name!r}."
+      )
+  return after
 
 
 def _zero_with_grad(grad: Array, param: Array) -> Array:
@@ -352,7 +351,7 @@ class _Intervene(Messenger):
       msg["value"] = jax.lax.stop_gradient(fam.hard(z)).astype(dtype)
     elif "num_conditional" in est.options:  # Gumbel-Rao: the same exact sample
       k = est.options["num_conditional"]
-      msg["value"] = _gumbel_rao_sample(fam, key, logits, self.temperature, k)
+      msg["value"] = gumbel_rao_sample(fam, key, logits, self.temperature, k)
     else:
       hard = jax.lax.stop_gradient(fam.hard(logits + noise))
       msg["value"] = straight_through(hard, fam.soft(logits + noise, self.temperature))
