@@ -86,6 +86,7 @@ def test_open_uniform_replaces_an_exact_zero_and_nothing_else():
 @pytest.mark.parametrize(
   "dtype,expected", [(jnp.float16, jnp.float32), (jnp.bfloat16, jnp.float32), (float, None)]
 )
+@pytest.mark.numerics
 def test_open_uniform_draws_in_at_least_float32(dtype, expected):
   u = open_uniform(jax.random.key(0), (2, 3), dtype)
   assert u.shape == (2, 3)

@@ -688,6 +688,7 @@ def test_jitted_estimators_are_deterministic(program):
 
 @pytest.mark.slow  # one compilation of every discrete estimator per dtype
 @pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+@pytest.mark.numerics
 def test_low_precision_logits_give_finite_estimates(dtype):
   key = jax.random.key(0)
   out = _small_program(SMALL_LOGITS.astype(dtype), SMALL_CAT_LOGITS.astype(dtype), key)

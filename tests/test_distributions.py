@@ -62,6 +62,7 @@ def test_bernoulli_sample_where_the_uniform_is_zero():
 
 
 @pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+@pytest.mark.numerics
 def test_bernoulli_half_precision_frequencies(dtype):
   """Half-precision logits draw float32 uniforms: the grid of a float16 (bfloat16)
   uniform, 2**-10 (2**-7), would make P(1) 3/1024 (1/128) for sigmoid(-6) = 0.0025."""
@@ -167,6 +168,7 @@ def test_distrax_and_numpyro_adapters(key):
 
 
 @pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16, jnp.float32])
+@pytest.mark.numerics
 def test_bernoulli_log_prob_at_extreme_logits(dtype):
   # log_prob is x l - softplus(l): finite, of the logits' dtype, and equal to the
   # log-sigmoid form (computed in float64) to the dtype's resolution, eagerly and jitted.

@@ -163,3 +163,15 @@ def test_ci_builds_the_docs_with_the_documented_command():
   for command in commands:
     assert command.strip() in development, command
     assert " -W " in f" {command} " and " -n " in f" {command} ", command
+
+
+def test_ci_runs_the_numerical_tests_with_default_compile_settings():
+  """CI reruns the ``numerics`` tests with XLA's defaults, as docs/development.md says."""
+  root = API_DIR.parent.parent
+  ci = (root / ".ci" / "run").read_text()
+  development = (root / "docs" / "development.md").read_text()
+  commands = re.findall(r"GRADEST_TEST_XLA_OPTIMIZE=1 pytest [^'\"\n]*", ci)
+  assert commands, ".ci/run does not rerun the numerical tests with the default settings"
+  for command in commands:
+    assert command.strip() in development, command
+    assert "-m numerics" in command, command

@@ -90,6 +90,7 @@ def _logistic_cdf(loc):
 
 @pytest.mark.parametrize("noise_fn", [gradest.gumbel_noise, gradest.logistic_noise])
 @pytest.mark.parametrize("dtype", [None, *SMALL_DTYPES])
+@pytest.mark.numerics
 def test_noise_finite_and_dtype(noise_fn, dtype, key):
   """A million draws (two of shape (N, 5)) are finite in every floating dtype."""
   draws = []
@@ -208,6 +209,7 @@ def test_gumbel_max_rejects_scalar_logits(key):
 
 
 @pytest.mark.parametrize("dtype", SMALL_DTYPES)
+@pytest.mark.numerics
 def test_gumbel_softmax_on_simplex(dtype, key):
   logits = _batch(LOGITS5).astype(dtype)
   y = gradest.gumbel_softmax(key, logits, 0.7)
@@ -347,6 +349,7 @@ def test_binary_gumbel_softmax_soft_and_hard(key):
 
 
 @pytest.mark.parametrize("dtype", SMALL_DTYPES)
+@pytest.mark.numerics
 def test_binary_gumbel_softmax_dtypes(dtype, key):
   logits = _batch(BINARY_LOGITS).astype(dtype)
   for hard in (False, True):
@@ -496,6 +499,7 @@ def test_truncated_gumbel_broadcast_and_bound(key):
   assert shape.shape == (4, 3)
 
 
+@pytest.mark.numerics
 def test_truncated_gumbel_extreme_inputs(key):
   # Upper bound far below the location: all the mass sits at the bound.
   x = _np(gradest.truncated_gumbel(key, jnp.full(N, 50.0), -50.0))
@@ -650,6 +654,7 @@ def test_conditional_logistic_mixture_is_unconditional(key):
 EXTREME_LOGITS = [-1e4, -1e3, -100.0, -30.0, -5.0, 0.0, 5.0, 30.0, 100.0, 1e3, 1e4]
 
 
+@pytest.mark.numerics
 def test_conditional_logistic_extreme_logits_finite(key):
   logits = jnp.asarray(np.resize(EXTREME_LOGITS, N), jnp.float32)
   value_and_grad = jax.jit(
@@ -668,6 +673,7 @@ def test_conditional_logistic_extreme_logits_finite(key):
 
 
 @pytest.mark.parametrize("logit", [-1e4, -1e3])
+@pytest.mark.numerics
 def test_conditional_logistic_sign_extreme_logits(logit, key):
   for b, lg in ((1, logit), (0, -logit)):
     z = np.asarray(gradest.conditional_logistic(key, jnp.full(N, lg, jnp.float32), jnp.full(N, b)))

@@ -159,6 +159,7 @@ def test_bad_chunk_size(key):
 ZERO_KEY, ZERO_SHAPE, ZERO_INDEX = 4, (1 << 20,), 286683
 
 
+@pytest.mark.numerics
 def test_rayleigh_is_finite_where_the_uniform_is_zero():
   key = jax.random.key(ZERO_KEY)
   assert float(jax.random.uniform(key, ZERO_SHAPE)[ZERO_INDEX]) == 0.0, "pick another key"
@@ -173,12 +174,14 @@ def test_rayleigh_is_finite_where_the_uniform_is_zero():
 
 
 @pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+@pytest.mark.numerics
 def test_rayleigh_in_half_precision_is_finite_and_returned_in_its_dtype(dtype):
   w = rayleigh(jax.random.key(ZERO_KEY), ZERO_SHAPE, dtype)
   assert w.dtype == dtype
   assert bool(jnp.all(jnp.isfinite(w)))
 
 
+@pytest.mark.numerics
 def test_a_zero_uniform_in_a_replacement_gives_finite_per_sample_gradients():
   """The draw that made optax's weighted-linear test infinite: key 1, sample 54202.
 

@@ -196,6 +196,7 @@ def test_masked_negatives_do_not_contribute():
 
 
 @pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+@pytest.mark.numerics
 def test_half_precision_is_finite(dtype):
   # Logits whose exp overflows any dtype, with losses that still fit in float16.
   big = 4000.0

@@ -25,6 +25,8 @@ from hypothesis.extra import numpy as hnp
 import gradest
 from gradest.distributions import RelaxedBernoulli, RelaxedCategorical
 
+pytestmark = pytest.mark.numerics
+
 DTYPES = ["float16", "bfloat16", "float32", "float64"]
 # Shapes with the class axis last: size-1 axes and batch dimensions included.
 SHAPES = [(1,), (2,), (5,), (1, 1), (3, 1), (1, 4), (2, 3, 4)]

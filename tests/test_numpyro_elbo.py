@@ -557,6 +557,7 @@ def test_score_function_is_unbiased_at_logits_exactly_zero():
   assert np.all(np.abs(mean - exact) < 5 * se), (mean, exact, se)
 
 
+@pytest.mark.numerics
 def test_bernoulli_sites_with_infinite_logits_keep_a_finite_loss():
   # A guide certain of z (logits +-inf, NumPyro's validation off): the loss stays NumPyro's
   # finite value (the stable log-probability is used only where all logits are finite).

@@ -107,6 +107,7 @@ def test_relaxed_categorical_shapes(key):
 
 
 @pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+@pytest.mark.numerics
 def test_samples_finite_in_small_dtypes(dtype, key):
   logits = jnp.asarray([-3.0, -0.5, 0.0, 1.0, 4.0], dtype)
   yb = RelaxedBernoulli(logits, 0.3).sample(key, (N,))
@@ -301,6 +302,7 @@ def test_relaxed_categorical_samples_follow_density(key):
 # --------------------------------------------------------------------------------------
 
 
+@pytest.mark.numerics
 def test_log_prob_finite_at_the_boundaries():
   """y = 0, y = 1 and one-hot y in float32: finite values and gradients."""
   logits = jnp.array([-3.0, 0.0, 2.5], jnp.float32)

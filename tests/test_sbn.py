@@ -170,6 +170,7 @@ def test_layer_logits():
   )
 
 
+@pytest.mark.numerics
 def test_log_prob_is_stable_and_differentiable_for_relaxed_values():
   params = random_sbn(0, (3, 4), scale=200.0)  # logits of size ~ hundreds
   relaxed = random_layers(1, (3, 4), batch=(5,), relaxed=True)
