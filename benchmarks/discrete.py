@@ -534,7 +534,7 @@ def plot_toy_curves(curves, toys, path):
 
 def plot_sbn(results, key, ylabel, path, log=False):
   plt = pyplot()
-  fig, ax = plt.subplots(figsize=(6, 4))
+  fig, ax = plt.subplots(figsize=(7.5, 4), layout="constrained")
   names = [r["estimator"] for r in results]
   styles = series_styles(names, _dashed(names))
   for r in results:
@@ -544,7 +544,7 @@ def plot_sbn(results, key, ylabel, path, log=False):
   ax.set_xlabel("training step")
   ax.set_ylabel(ylabel)
   ax.set_title("Sigmoid belief net on binarized digits (dashed: biased)", fontsize=10)
-  ax.legend(fontsize=7)
+  ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # beside the curves
   save_figure(fig, path)
 
 
