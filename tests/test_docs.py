@@ -153,25 +153,27 @@ def test_parser_reads_autosummary_blocks(indent):
   assert names == {"gradest.fisher.fisher_diagonal", "gradest.samplers.Candidates"}
 
 
-def test_ci_builds_the_docs_with_the_documented_command():
-  """CI's docs step is the command docs/development.md gives, warnings as errors."""
+def documented_ci_commands(pattern: str) -> list[str]:
+  """The commands of ``.ci/run`` matching ``pattern``; each must be in docs/development.md."""
   root = API_DIR.parent.parent
-  ci = (root / ".ci" / "run").read_text()
+  commands = re.findall(pattern, (root / ".ci" / "run").read_text())
   development = (root / "docs" / "development.md").read_text()
-  commands = re.findall(r"sphinx-build [^'\"\n]*", ci)
-  assert commands, ".ci/run builds no documentation"
   for command in commands:
     assert command.strip() in development, command
+  return commands
+
+
+def test_ci_builds_the_docs_with_the_documented_command():
+  """CI's docs step is the command docs/development.md gives, warnings as errors."""
+  commands = documented_ci_commands(r"sphinx-build [^'\"\n]*")
+  assert commands, ".ci/run builds no documentation"
+  for command in commands:
     assert " -W " in f" {command} " and " -n " in f" {command} ", command
 
 
 def test_ci_runs_the_numerical_tests_with_default_compile_settings():
   """CI reruns the ``numerics`` tests with XLA's defaults, as docs/development.md says."""
-  root = API_DIR.parent.parent
-  ci = (root / ".ci" / "run").read_text()
-  development = (root / "docs" / "development.md").read_text()
-  commands = re.findall(r"GRADEST_TEST_XLA_OPTIMIZE=1 pytest [^'\"\n]*", ci)
+  commands = documented_ci_commands(r"GRADEST_TEST_XLA_OPTIMIZE=1 pytest [^'\"\n]*")
   assert commands, ".ci/run does not rerun the numerical tests with the default settings"
   for command in commands:
-    assert command.strip() in development, command
     assert "-m numerics" in command, command
