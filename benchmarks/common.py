@@ -577,13 +577,33 @@ def _has_data(ax) -> bool:
   return bool(ax.lines or ax.patches or ax.collections or ax.images)
 
 
+def _points_under_legend(ax) -> list[str]:
+  """The labels of the lines of ``ax`` with a data point under its legend's box."""
+  legend = ax.get_legend()
+  if legend is None or not legend.get_visible():
+    return []
+  box = legend.get_window_extent(ax.figure.canvas.get_renderer())
+  covered = []
+  for line in ax.get_lines():
+    xy = np.asarray(line.get_xydata(), float)
+    xy = xy[np.all(np.isfinite(xy), axis=1)]
+    if not xy.size:
+      continue
+    px = line.get_transform().transform(xy)
+    inside = (px[:, 0] > box.x0) & (px[:, 0] < box.x1) & (px[:, 1] > box.y0) & (px[:, 1] < box.y1)
+    if np.any(inside):
+      covered.append(repr(line.get_label()))
+  return covered
+
+
 def figure_problems(fig) -> list[str]:
   """What keeps ``fig`` from being read: the contract every benchmark plot meets.
 
   Every axes that shows data has an x label, a y label and a title (its own, or the
   figure's), no two legend entries of an axes share a marker and a line style (colour
-  alone does not tell lines apart in print or for colour-blind readers), and every log
-  axis has at least three labelled ticks in the shown range.
+  alone does not tell lines apart in print or for colour-blind readers), a legend inside
+  an axes covers none of its data points, and every log axis has at least three labelled
+  ticks in the shown range. Call it on a drawn figure (after ``savefig``).
 
   Returns:
     One sentence per problem; empty when there is none.
@@ -609,6 +629,9 @@ def figure_problems(fig) -> list[str]:
       if pair in seen and seen[pair] != label:
         problems.append(f"{name}: {label!r} and {seen[pair]!r} share marker and line style")
       seen.setdefault(pair, label)
+    covered = _points_under_legend(ax)
+    if covered:
+      problems.append(f"{name}: the legend covers data points of {', '.join(covered)}")
     for axis, low, high in _log_axes(ax):
       locs = [t for t in axis.get_majorticklocs() if low * (1 - 1e-9) <= t <= high * (1 + 1e-9)]
       labels = [s for s in axis.get_major_formatter().format_ticks(locs) if s.strip()]

@@ -198,6 +198,27 @@ def test_figure_problems_names_each_broken_rule(tmp_path):
   plt.close(fig)
 
 
+def test_figure_problems_finds_a_legend_over_data(tmp_path):
+  plt = common.pyplot()
+
+  def figure(**legend):
+    fig, ax = plt.subplots(figsize=(4, 3))
+    grid = np.linspace(0.0, 1.0, 11)
+    for k in range(4):  # points everywhere: no free corner for the legend
+      ax.plot(grid, (grid + 0.25 * k) % 1.0, marker="os^v"[k], label=f"s{k}")
+    ax.set(xlabel="x", ylabel="y", title="t")
+    ax.legend(**legend)
+    return fig
+
+  with pytest.warns(common.PlotWarning, match="the legend covers data points of 's"):
+    common.save_figure(figure(loc="center"), str(tmp_path / "over.png"))
+  fig = figure(loc="center left", bbox_to_anchor=(1.01, 0.5))  # beside the axes
+  fig.set_layout_engine("constrained")
+  with warnings.catch_warnings():
+    warnings.simplefilter("error", common.PlotWarning)
+    common.save_figure(fig, str(tmp_path / "beside.png"))
+
+
 def test_annotate_bars_writes_each_value():
   plt = common.pyplot()
   fig, ax = plt.subplots()
